@@ -1,0 +1,92 @@
+// pyred._C: thin pybind11 layer over the CPU kernels (check sizes, call).
+#include <pybind11/pybind11.h>
+
+#include "checks.h"
+#include "pyred/reductions.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+using namespace pyred;
+using namespace pyred::bind;
+
+namespace {
+
+void raise_status(const Status& st) {
+  if (st.ok) return;
+  if (st.index_error) throw py::index_error(st.message);
+  throw py::value_error(st.message);
+}
+
+void segment_sums(std::uintptr_t values, int64_t values_count, int dtype, int64_t M, int64_t d,
+                  std::uintptr_t indices, int64_t nnz, std::uintptr_t offsets, int64_t num_offsets,
+                  std::uintptr_t out, int64_t out_count) {
+  const DType dt = dtype_from_code(dtype);
+  check_sizes(M, d);
+  expect_count("values", values_count, M * d);
+  expect_pointer("values", values, values_count);
+  const IndexLists L = make_lists("subsets", indices, nnz, offsets, num_offsets);
+  expect_count("out", out_count, L.num_lists * M);
+  expect_pointer("out", out, out_count);
+  Status st;
+  {
+    py::gil_scoped_release release;
+    st = segment_sums_cpu(reinterpret_cast<const void*>(values), dt, M, d, L, reinterpret_cast<double*>(out));
+  }
+  raise_status(st);
+}
+
+void block_sums(std::uintptr_t mats, int64_t mats_count, int dtype, int64_t M, int64_t d,
+                std::uintptr_t row_indices, int64_t row_nnz, std::uintptr_t row_offsets, int64_t row_num_offsets,
+                std::uintptr_t col_indices, int64_t col_nnz, std::uintptr_t col_offsets, int64_t col_num_offsets,
+                std::uintptr_t out, int64_t out_count) {
+  const DType dt = dtype_from_code(dtype);
+  check_sizes(M, d);
+  expect_count("mats", mats_count, M * d * d);
+  expect_pointer("mats", mats, mats_count);
+  const IndexLists R = make_lists("rows", row_indices, row_nnz, row_offsets, row_num_offsets);
+  const IndexLists C = make_lists("cols", col_indices, col_nnz, col_offsets, col_num_offsets);
+  expect(R.num_lists == C.num_lists, "rows and cols must hold the same number of lists, got " +
+                                         std::to_string(R.num_lists) + " and " + std::to_string(C.num_lists));
+  expect_count("out", out_count, R.num_lists * M);
+  expect_pointer("out", out, out_count);
+  Status st;
+  {
+    py::gil_scoped_release release;
+    st = block_sums_cpu(reinterpret_cast<const void*>(mats), dt, M, d, R, C, reinterpret_cast<double*>(out));
+  }
+  raise_status(st);
+}
+
+int num_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "pyred CPU kernels: gathered reductions over CSR index lists (raw addresses + counts).";
+  m.def("segment_sums", &segment_sums, py::arg("values"), py::arg("values_count"), py::arg("dtype"),
+        py::arg("M"), py::arg("d"), py::arg("indices"), py::arg("nnz"), py::arg("offsets"),
+        py::arg("num_offsets"), py::arg("out"), py::arg("out_count"),
+        "out[k, m] = sum_{i in list k} values[m, i]; values (M, d) float32/float64, out (K, M) float64.");
+  m.def("block_sums", &block_sums, py::arg("mats"), py::arg("mats_count"), py::arg("dtype"), py::arg("M"),
+        py::arg("d"), py::arg("row_indices"), py::arg("row_nnz"), py::arg("row_offsets"),
+        py::arg("row_num_offsets"), py::arg("col_indices"), py::arg("col_nnz"), py::arg("col_offsets"),
+        py::arg("col_num_offsets"), py::arg("out"), py::arg("out_count"),
+        "out[k, m] = sum_{i in rows k, j in cols k} mats[m, i, j]; mats (M, d, d), out (K, M) float64.");
+  m.attr("openmp") = py::bool_(
+#ifdef _OPENMP
+      true
+#else
+      false
+#endif
+  );
+  m.def("num_threads", &num_threads, "OpenMP threads the kernels use (1 without OpenMP).");
+}

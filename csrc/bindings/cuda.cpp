@@ -1,0 +1,101 @@
+// pyred._C_cuda: thin pybind11 layer over the CUDA kernels. Sizes are checked
+// here; every pointer must be device (or managed) memory, which
+// cudaPointerGetAttributes tells without synchronising. Index contents live on
+// the device and are guarded inside the kernels.
+#include <cuda_runtime.h>
+#include <pybind11/pybind11.h>
+
+#include "checks.h"
+#include "pyred/reductions.h"
+
+namespace py = pybind11;
+using namespace pyred;
+using namespace pyred::bind;
+
+namespace {
+
+void expect_device(const char* name, std::uintptr_t ptr, int64_t count) {
+  if (count == 0) return;
+  cudaPointerAttributes attr{};
+  const cudaError_t err = cudaPointerGetAttributes(&attr, reinterpret_cast<const void*>(ptr));
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear the non-sticky error
+    throw py::value_error(std::string(name) + ": cannot query the pointer (" + cudaGetErrorString(err) + ")");
+  }
+  expect(attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged,
+         std::string(name) + ": expected CUDA device memory");
+}
+
+void raise_launch(const std::string& err) {
+  if (!err.empty()) throw std::runtime_error("pyred CUDA kernel launch failed: " + err);
+}
+
+void segment_sums(std::uintptr_t values, int64_t values_count, int dtype, int64_t M, int64_t d,
+                  std::uintptr_t indices, int64_t nnz, std::uintptr_t offsets, int64_t num_offsets,
+                  std::uintptr_t out, int64_t out_count, std::uintptr_t stream) {
+  const DType dt = dtype_from_code(dtype);
+  check_sizes(M, d);
+  expect_count("values", values_count, M * d);
+  expect_pointer("values", values, values_count);
+  const IndexLists L = make_lists("subsets", indices, nnz, offsets, num_offsets);
+  expect_count("out", out_count, L.num_lists * M);
+  expect_pointer("out", out, out_count);
+  expect_device("values", values, values_count);
+  expect_device("indices", indices, nnz);
+  expect_device("offsets", offsets, num_offsets);
+  expect_device("out", out, out_count);
+  raise_launch(segment_sums_cuda(reinterpret_cast<const void*>(values), dt, M, d, L,
+                                 reinterpret_cast<double*>(out), reinterpret_cast<void*>(stream)));
+}
+
+void block_sums(std::uintptr_t mats, int64_t mats_count, int dtype, int64_t M, int64_t d,
+                std::uintptr_t row_indices, int64_t row_nnz, std::uintptr_t row_offsets, int64_t row_num_offsets,
+                std::uintptr_t col_indices, int64_t col_nnz, std::uintptr_t col_offsets, int64_t col_num_offsets,
+                int64_t max_rows, std::uintptr_t out, int64_t out_count, std::uintptr_t stream) {
+  const DType dt = dtype_from_code(dtype);
+  check_sizes(M, d);
+  expect_count("mats", mats_count, M * d * d);
+  expect_pointer("mats", mats, mats_count);
+  const IndexLists R = make_lists("rows", row_indices, row_nnz, row_offsets, row_num_offsets);
+  const IndexLists C = make_lists("cols", col_indices, col_nnz, col_offsets, col_num_offsets);
+  expect(R.num_lists == C.num_lists, "rows and cols must hold the same number of lists, got " +
+                                         std::to_string(R.num_lists) + " and " + std::to_string(C.num_lists));
+  expect(max_rows >= 0, "max_rows must be >= 0");
+  expect_count("out", out_count, R.num_lists * M);
+  expect_pointer("out", out, out_count);
+  expect_device("mats", mats, mats_count);
+  expect_device("row_indices", row_indices, row_nnz);
+  expect_device("row_offsets", row_offsets, row_num_offsets);
+  expect_device("col_indices", col_indices, col_nnz);
+  expect_device("col_offsets", col_offsets, col_num_offsets);
+  expect_device("out", out, out_count);
+  raise_launch(block_sums_cuda(reinterpret_cast<const void*>(mats), dt, M, d, R, C, max_rows,
+                               reinterpret_cast<double*>(out), reinterpret_cast<void*>(stream)));
+}
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C_cuda, m) {
+  m.doc() = "pyred CUDA kernels: gathered reductions over CSR index lists (device addresses + counts).";
+  m.def("segment_sums", &segment_sums, py::arg("values"), py::arg("values_count"), py::arg("dtype"),
+        py::arg("M"), py::arg("d"), py::arg("indices"), py::arg("nnz"), py::arg("offsets"),
+        py::arg("num_offsets"), py::arg("out"), py::arg("out_count"), py::arg("stream"));
+  m.def("block_sums", &block_sums, py::arg("mats"), py::arg("mats_count"), py::arg("dtype"), py::arg("M"),
+        py::arg("d"), py::arg("row_indices"), py::arg("row_nnz"), py::arg("row_offsets"),
+        py::arg("row_num_offsets"), py::arg("col_indices"), py::arg("col_nnz"), py::arg("col_offsets"),
+        py::arg("col_num_offsets"), py::arg("max_rows"), py::arg("out"), py::arg("out_count"),
+        py::arg("stream"));
+  m.def("device_count", &device_count, "CUDA devices visible to this module's runtime (0 when none).");
+  int version = 0;
+  cudaRuntimeGetVersion(&version);
+  m.attr("runtime_version") = version;
+}

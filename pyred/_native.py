@@ -1,0 +1,69 @@
+"""Loads the native modules ``pyred._C`` (CPU) and ``pyred._C_cuda`` (CUDA).
+
+Never fails an import: a module that is missing or cannot load is recorded
+with its error, and the pure-torch paths in :mod:`pyred.ops` take over.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_errors: dict[str, str] = {}
+
+
+def _load(name: str) -> Any:
+    try:
+        return importlib.import_module(f"pyred.{name}")
+    except Exception as exc:  # ImportError, OSError from a bad shared library, ...
+        _errors[name] = f"{type(exc).__name__}: {exc}"
+        return None
+
+
+_C = _load("_C")
+_C_cuda = _load("_C_cuda")
+
+
+def cpu_module() -> Any:
+    """The CPU kernel module, or None when it did not load."""
+    return _C
+
+
+def cuda_module() -> Any:
+    """The CUDA kernel module, or None when it was not built or did not load."""
+    return _C_cuda
+
+
+def cuda_usable() -> bool:
+    """True when torch sees a CUDA device and the CUDA kernels are loaded."""
+    import torch
+
+    return _C_cuda is not None and torch.cuda.is_available()
+
+
+def native_info() -> dict[str, Any]:
+    """Which native modules loaded, and what they can do.
+
+    Returns a dict with:
+      ``cpu_module``: bool, ``pyred._C`` loaded;
+      ``openmp``: bool, the CPU kernels were built with OpenMP; ``cpu_threads``: int;
+      ``cuda_compiled``: bool, ``pyred._C_cuda`` loaded (it is built whenever nvcc is found);
+      ``cuda_runtime_version``: int or None (e.g. 13000 for CUDA 13.0);
+      ``cuda_device_usable``: bool, a CUDA device is visible to torch and the CUDA kernels loaded;
+      ``cuda_devices``: int, devices torch sees;
+      ``errors``: dict of module name to the error that stopped it from loading;
+      ``torch``: the torch version.
+    """
+    import torch
+
+    return {
+        "cpu_module": _C is not None,
+        "openmp": bool(getattr(_C, "openmp", False)),
+        "cpu_threads": int(_C.num_threads()) if _C is not None else 1,
+        "cuda_compiled": _C_cuda is not None,
+        "cuda_runtime_version": int(_C_cuda.runtime_version) if _C_cuda is not None else None,
+        "cuda_device_usable": cuda_usable(),
+        "cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "errors": dict(_errors),
+        "torch": torch.__version__,
+    }

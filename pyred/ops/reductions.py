@@ -1,0 +1,168 @@
+"""Gathered reductions over many neuron subsets: the public face of the kernels.
+
+``segment_sums`` and ``gathered_block_sums`` validate their inputs, then run on
+the device of the data: the C++ kernels for CPU tensors, the CUDA kernels (on
+the caller's current stream, without synchronising) for CUDA tensors, and the
+pure-torch reference where a native module is missing. Both are also
+registered as ``torch.library`` custom ops (``torch.ops.pyred.segment_sums``
+and ``torch.ops.pyred.block_sums``) with fake implementations, so they compose
+with ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .. import _native
+from ..subsets import Subsets, as_subsets
+from .arrays import as_float, from_torch, to_torch
+from .reference import block_sums_torch, segment_sums_torch
+
+_BACKENDS = ("auto", "native", "torch")
+_DTYPE_CODE = {torch.float32: 0, torch.float64: 1}
+
+
+# -- custom ops: tensors in, tensors out; inputs are already validated -----------------
+@torch.library.custom_op("pyred::segment_sums", mutates_args=())
+def _segment_sums_op(values: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    return _segment_sums_impl(values, indices, offsets, "auto")
+
+
+@_segment_sums_op.register_fake
+def _(values, indices, offsets):
+    return values.new_empty((offsets.shape[0] - 1, values.shape[0]), dtype=torch.float64)
+
+
+@torch.library.custom_op("pyred::block_sums", mutates_args=())
+def _block_sums_op(mats: torch.Tensor, row_indices: torch.Tensor, row_offsets: torch.Tensor,
+                   col_indices: torch.Tensor, col_offsets: torch.Tensor, max_rows: int) -> torch.Tensor:
+    return _block_sums_impl(mats, row_indices, row_offsets, col_indices, col_offsets, max_rows, "auto")
+
+
+@_block_sums_op.register_fake
+def _(mats, row_indices, row_offsets, col_indices, col_offsets, max_rows):
+    return mats.new_empty((row_offsets.shape[0] - 1, mats.shape[0]), dtype=torch.float64)
+
+
+def _native_for(t: torch.Tensor, backend: str):
+    """The native module for t's device, or None for the torch path."""
+    if backend == "torch":
+        return None
+    module = _native.cuda_module() if t.is_cuda else _native.cpu_module() if t.device.type == "cpu" else None
+    if module is None and backend == "native":
+        raise RuntimeError(f"backend='native': no native kernels for device {t.device} "
+                           f"(pyred.native_info() says why)")
+    return module
+
+
+def _addr(t: torch.Tensor) -> int:
+    return t.data_ptr() if t.numel() else 0
+
+
+def _segment_sums_impl(values, indices, offsets, backend):
+    module = _native_for(values, backend)
+    if module is None:
+        return segment_sums_torch(values, indices, offsets)
+    M, d = values.shape
+    out = torch.empty(offsets.numel() - 1, M, dtype=torch.float64, device=values.device)
+    args = (_addr(values), values.numel(), _DTYPE_CODE[values.dtype], M, d, _addr(indices), indices.numel(),
+            _addr(offsets), offsets.numel(), _addr(out), out.numel())
+    if values.is_cuda:
+        with torch.cuda.device(values.device):
+            module.segment_sums(*args, torch.cuda.current_stream(values.device).cuda_stream)
+    else:
+        module.segment_sums(*args)
+    return out
+
+
+def _block_sums_impl(mats, row_indices, row_offsets, col_indices, col_offsets, max_rows, backend):
+    module = _native_for(mats, backend)
+    if module is None:
+        return block_sums_torch(mats, row_indices, row_offsets, col_indices, col_offsets)
+    M, d, _ = mats.shape
+    out = torch.empty(row_offsets.numel() - 1, M, dtype=torch.float64, device=mats.device)
+    head = (_addr(mats), mats.numel(), _DTYPE_CODE[mats.dtype], M, d, _addr(row_indices), row_indices.numel(),
+            _addr(row_offsets), row_offsets.numel(), _addr(col_indices), col_indices.numel(),
+            _addr(col_offsets), col_offsets.numel())
+    if mats.is_cuda:
+        with torch.cuda.device(mats.device):
+            module.block_sums(*head, max_rows, _addr(out), out.numel(),
+                              torch.cuda.current_stream(mats.device).cuda_stream)
+    else:
+        module.block_sums(*head, _addr(out), out.numel())
+    return out
+
+
+# -- public API ---------------------------------------------------------------------------
+def segment_sums(values: Any, subsets: Subsets | Any, *, backend: str = "auto") -> Any:
+    """Sums of values over each subset: ``out[k, m] = sum_{i in S_k} values[m, i]``.
+
+    Args:
+      values: (d,) or (M, d) float16/32/64 array (torch CPU/CUDA, numpy or cupy).
+      subsets: a :class:`pyred.Subsets` (or a sequence of index lists) over [0, d).
+      backend: "auto" (native kernels when loaded, else torch), "native" (fail
+        without them) or "torch" (the pure-torch reference).
+
+    Returns:
+      float64 array of shape (K,) for 1-D values, (K, M) for 2-D, of the
+      input's kind and device.
+    """
+    t, kind = to_torch(values, "values")
+    if t.dim() not in (1, 2):
+        raise ValueError(f"values: expected a (d,) or (M, d) array, got shape {tuple(t.shape)}")
+    squeeze = t.dim() == 1
+    t = as_float(t, "values")
+    if squeeze:
+        t = t.unsqueeze(0)
+    if t.shape[0] < 1 or t.shape[1] < 1:
+        raise ValueError(f"values: expected a non-empty array, got shape {tuple(t.shape)}")
+    subsets = as_subsets(subsets, t.shape[1]).to(t.device)
+    _check_backend(backend)
+    t = t.contiguous()
+    if backend == "auto":
+        out = _segment_sums_op(t, subsets.indices, subsets.offsets)
+    else:
+        out = _segment_sums_impl(t, subsets.indices, subsets.offsets, backend)
+    return from_torch(out[:, 0] if squeeze else out, kind)
+
+
+def gathered_block_sums(mats: Any, rows: Subsets | Any, cols: Subsets | Any | None = None, *,
+                        backend: str = "auto") -> Any:
+    """Block sums of gathered submatrices: ``out[k, m] = sum_{i in rows_k, j in cols_k} mats[m, i, j]``.
+
+    Args:
+      mats: (d, d) or (M, d, d) float16/32/64 array (torch CPU/CUDA, numpy or cupy).
+      rows: K index lists over [0, d), a :class:`pyred.Subsets` or a sequence of lists.
+      cols: K index lists (same K), or None for cols = rows.
+      backend: "auto", "native" or "torch" (see :func:`segment_sums`).
+
+    Returns:
+      float64 array of shape (K,) for a (d, d) input, (K, M) for (M, d, d), of
+      the input's kind and device. Sums are accumulated in float64.
+    """
+    t, kind = to_torch(mats, "mats")
+    if t.dim() not in (2, 3) or t.shape[-1] != t.shape[-2]:
+        raise ValueError(f"mats: expected a (d, d) or (M, d, d) array, got shape {tuple(t.shape)}")
+    squeeze = t.dim() == 2
+    t = as_float(t, "mats")
+    if squeeze:
+        t = t.unsqueeze(0)
+    if t.shape[0] < 1 or t.shape[1] < 1:
+        raise ValueError(f"mats: expected a non-empty array, got shape {tuple(t.shape)}")
+    d = t.shape[-1]
+    rows = as_subsets(rows, d, "rows").to(t.device)
+    cols = rows if cols is None else as_subsets(cols, d, "cols").to(t.device)
+    if len(cols) != len(rows):
+        raise ValueError(f"cols: expected {len(rows)} lists (as many as rows), got {len(cols)}")
+    _check_backend(backend)
+    t = t.contiguous()
+    args = (t, rows.indices, rows.offsets, cols.indices, cols.offsets, rows.max_size)
+    out = _block_sums_op(*args) if backend == "auto" else _block_sums_impl(*args, backend)
+    return from_torch(out[:, 0] if squeeze else out, kind)
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend: expected one of {_BACKENDS}, got {backend!r}")
