@@ -15,10 +15,10 @@ from .subsets import Subsets, as_subsets
 
 
 def _stats(X: Any, Y: Any, debiased: bool, chunk_size: int | None, names=("X", "target")) -> GramStats:
-    x, kind = float_matrix(X, names[0])
+    x, kind = float_matrix(X, names[0], check_finite=False)
     y = None
     if Y is not None:
-        y, _ = float_matrix(Y, names[1])
+        y, _ = float_matrix(Y, names[1], check_finite=False)
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"{names[1]}: expected {x.shape[0]} samples (rows) like {names[0]}, got {y.shape[0]}")
         if y.device != x.device:
@@ -31,19 +31,13 @@ def _stats(X: Any, Y: Any, debiased: bool, chunk_size: int | None, names=("X", "
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size: expected a positive integer or None, got {chunk_size!r}")
     rows = chunk_size or default_chunk_rows(x.shape[1] + (y.shape[1] if y is not None else 0))
-    # The exact means as shifts: products are then of centred data, as design.md asks.
-    stats = GramStats(x.shape[1], None if y is None else y.shape[1], debiased=debiased,
-                      shift=x.mean(0, dtype=_f64()), target_shift=None if y is None else y.mean(0, dtype=_f64()))
+    # Whole-array means as shifts, so the chunk products are of centred data;
+    # computing them also checks every value for NaN/Inf (design.md).
+    stats = GramStats(x.shape[1], None if y is None else y.shape[1], debiased=debiased)
+    stats._start(x, y, kind, check_finite=True, names=names)
     for s in range(0, n, rows):
         stats.update(x[s:s + rows], None if y is None else y[s:s + rows], check_finite=False)
-    stats._kind = kind
     return stats
-
-
-def _f64():
-    import torch
-
-    return torch.float64
 
 
 def linear_cka(X: Any, Y: Any, debiased: bool = False, *, chunk_size: int | None = None) -> float:
@@ -53,7 +47,7 @@ def linear_cka(X: Any, Y: Any, debiased: bool = False, *, chunk_size: int | None
       X: (n, d) float array (torch CPU/CUDA, numpy or cupy); Y: (n, e), same kind/device.
       debiased: False for the biased HSIC estimator (the paper's, Kornblith et
         al. 2019); True for the unbiased HSIC estimator (Song et al. 2012), n >= 4.
-      chunk_size: samples per Gram chunk (default: about 64 MB of float32).
+      chunk_size: samples per Gram chunk (default: about 256 MB of float32).
 
     Returns:
       CKA as a Python float; 0.0 when either side has no variance.

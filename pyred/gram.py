@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .ops.arrays import float_matrix, from_torch, to_torch
+from .ops.arrays import check_all_finite, float_matrix, from_torch, to_torch
 from .ops.reductions import gathered_block_sums, segment_sums
 from .subsets import Subsets, as_subsets
 
@@ -90,6 +90,7 @@ class GramStats:
                 raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
         self.dim, self.target_dim, self.debiased = dim, target_dim, bool(debiased)
         self.n = 0
+        self._started = False
         self._device = torch.device(device) if device is not None else None
         self._shift_in = (shift, target_shift)
         self._acc: dict[str, torch.Tensor] = {}
@@ -99,52 +100,69 @@ class GramStats:
 
     # -- accumulation ----------------------------------------------------------------
     def update(self, x: Any, y: Any = None, *, check_finite: bool = True) -> "GramStats":
-        """Adds a chunk: x (b, dim) and, with a target, y (b, target_dim). Returns self."""
-        xt, kind = float_matrix(x, "x", check_finite=check_finite)
+        """Adds a chunk: x (b, dim) and, with a target, y (b, target_dim). Returns self.
+
+        A NaN/Inf in the chunk raises ValueError naming its row and column, and
+        leaves the statistics as they were.
+        """
+        xt, kind = float_matrix(x, "x", check_finite=False)
         if xt.shape[1] != self.dim:
             raise ValueError(f"x: expected {self.dim} features per sample, got {xt.shape[1]}")
         yt = None
         if self.target_dim is not None:
             if y is None:
                 raise ValueError("y: this GramStats has a target (target_dim set); pass update(x, y)")
-            yt, _ = float_matrix(y, "y", check_finite=check_finite)
+            yt, _ = float_matrix(y, "y", check_finite=False)
             if yt.shape != (xt.shape[0], self.target_dim):
                 raise ValueError(f"y: expected shape ({xt.shape[0]}, {self.target_dim}) to match x, "
                                  f"got {tuple(yt.shape)}")
         elif y is not None:
             raise ValueError("y: this GramStats has no target; create it with target_dim=e to pass y")
-        if self.n == 0:
-            self._start(xt, yt, kind)
+        if not self._started:
+            self._start(xt, yt, kind, check_finite)
         # Every chunk is multiplied in the precision the first chunk fixed.
         z = xt.to(self._device, self._cd) - self._sx
-        self._add_x(z)
+        z_sum = z.sum(0)
+        if check_finite:
+            _check_sum_finite(z_sum, xt, "x")
+        w = w_sum = None
         if yt is not None:
             w = yt.to(self._device, self._cd) - self._sy
-            self._add_xy(z, w)
+            w_sum = w.sum(0)
+            if check_finite:
+                _check_sum_finite(w_sum, yt, "y")
+        self._add_x(z, z_sum)
+        if w is not None:
+            self._add_xy(z, w, w_sum)
         self.n += xt.shape[0]
         self._moments = None
         self._terms = None
         return self
 
-    def _start(self, xt, yt, kind):
+    def _start(self, xt, yt, kind, check_finite, names=("x", "y")):
+        """Fixes the device, the compute precision and the shifts from the first chunk (or whole array)."""
+        self._started = True
         self._kind = kind
         if self._device is None:
             self._device = xt.device
         self._cd = F64 if xt.dtype == F64 else torch.float32
         shift, target_shift = self._shift_in
-        self._shift = self._vector(shift, self.dim, "shift", xt)
-        self._sx = self._shift.to(self._cd)
+        self._sx = self._vector(shift, self.dim, "shift", xt, check_finite and names[0])
         if yt is not None:
-            self._target_shift = self._vector(target_shift, self.target_dim, "target_shift", yt)
-            self._sy = self._target_shift.to(self._cd)
+            self._sy = self._vector(target_shift, self.target_dim, "target_shift", yt, check_finite and names[1])
 
-    def _vector(self, v, dim, name, chunk):
+    def _vector(self, v, dim, name, chunk, check_as):
+        """The shift in compute precision: given, or the chunk's column means
+        (which also reveal any NaN/Inf; ``check_as`` names the array, or is False)."""
         if v is None:
-            return chunk.to(self._device).mean(0, dtype=F64)
+            mean = chunk.to(self._device, self._cd).mean(0)
+            if check_as:
+                _check_sum_finite(mean, chunk, check_as)
+            return mean
         t, _ = float_matrix(to_torch(v, name)[0].reshape(1, -1), name)
         if t.shape[1] != dim:
             raise ValueError(f"{name}: expected {dim} values, got {t.shape[1]}")
-        return t[0].to(self._device, F64)
+        return t[0].to(self._device, self._cd)
 
     def _add(self, key: str, value: torch.Tensor) -> None:
         value = value.to(F64)
@@ -153,18 +171,18 @@ class GramStats:
         else:
             self._acc[key] = value.clone()
 
-    def _add_x(self, z):
-        self._add("bx", z.sum(0, dtype=F64))
-        self._add("G", z.T @ z)
+    def _add_x(self, z, z_sum):
+        self._add("bx", z_sum)
+        self._add("G", symmetric_product(z))
         if self.debiased:
             z2 = z * z
-            self._add("ax", z2.sum(0, dtype=F64))
-            self._add("P0", z2.T @ z2)
+            self._add("ax", z2.sum(0))
+            self._add("P0", symmetric_product(z2))
             self._add("Q", z2.T @ z)
 
-    def _add_xy(self, z, w):
-        self._add("by", w.sum(0, dtype=F64))
-        self._add("Gy", w.T @ w)
+    def _add_xy(self, z, w, w_sum):
+        self._add("by", w_sum)
+        self._add("Gy", symmetric_product(w))
         self._add("Gxy", z.T @ w)
         if self.debiased:
             z2 = z * z
@@ -281,6 +299,35 @@ class GramStats:
         return float(_ratio(hsic_xt, hsic_xx, T["hsic_tt"]))
 
 
+def symmetric_product(z: torch.Tensor, block: int = 512) -> torch.Tensor:
+    """z^T z for a (b, d) chunk, computing only the blocks on and above the diagonal.
+
+    The result is symmetric, so for d > block this skips up to half of the
+    GEMM work (about 30 % for d = 2048 with 512-wide blocks).
+    """
+    d = z.shape[1]
+    if d <= block:
+        return z.T @ z
+    out = torch.empty(d, d, dtype=z.dtype, device=z.device)
+    edges = list(range(0, d, block)) + [d]
+    for a in range(len(edges) - 1):
+        za = z[:, edges[a]:edges[a + 1]]
+        for b in range(a, len(edges) - 1):
+            blk = za.T @ z[:, edges[b]:edges[b + 1]]
+            out[edges[a]:edges[a + 1], edges[b]:edges[b + 1]] = blk
+            if b != a:
+                out[edges[b]:edges[b + 1], edges[a]:edges[a + 1]] = blk.T
+    return out
+
+
+def _check_sum_finite(column_sums: torch.Tensor, chunk: torch.Tensor, name: str) -> None:
+    """NaN/Inf anywhere in a chunk shows in its column sums: check those (cheap), locate only on failure."""
+    if bool(torch.isfinite(column_sums).all()):
+        return
+    check_all_finite(chunk, name)  # raises with the first bad (row, column)
+    raise ValueError(f"{name}: feature values too large to sum in {column_sums.dtype} (overflow)")
+
+
 def default_chunk_rows(width: int) -> int:
-    """Rows per chunk so that one float32 chunk of ``width`` features is about 64 MB."""
-    return max(256, (1 << 24) // max(1, width))
+    """Rows per chunk so that one float32 chunk of ``width`` features is about 256 MB."""
+    return max(256, (1 << 26) // max(1, width))

@@ -1,0 +1,221 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import pyred
+import references as R
+from conftest import DEVICES
+
+
+def features(rng, n, d, mean=2.0):
+    """Correlated, non-centred features (like post-ReLU activations)."""
+    mix = rng.normal(size=(d, d)) / np.sqrt(d)
+    return rng.normal(size=(n, d)) @ (np.eye(d) + mix) + mean * rng.random(d)
+
+
+def random_lists(rng, d, K):
+    sizes = rng.integers(1, d + 1, size=K)
+    sizes[:3] = [0, 1, d][: min(3, K)]
+    lists = [rng.permutation(d)[:k] for k in sizes]
+    return lists + [lists[-1]]  # a duplicate subset
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("debiased", [False, True])
+@pytest.mark.parametrize("n, d, K", [(6, 3, 4), (40, 15, 8), (200, 64, 12)])
+def test_subset_cka_matches_gram_reference(rng, device, debiased, n, d, K):
+    X = features(rng, n, d)
+    lists = random_lists(rng, d, K)
+    got = pyred.subset_cka(torch.tensor(X, device=device), lists, debiased=debiased)
+    assert got.dtype == torch.float64 and got.device.type == device and got.shape == (len(lists),)
+    np.testing.assert_allclose(got.cpu().numpy(), R.subset_cka(X, lists, debiased=debiased), rtol=1e-9, atol=1e-11)
+    assert got[0] == 0.0  # the empty subset
+    if not debiased:
+        assert abs(float(got[2]) - 1.0) < 1e-12  # the full layer
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("debiased", [False, True])
+def test_subset_cka_against_another_layer(rng, device, debiased):
+    n, d, e = 80, 20, 11
+    X = features(rng, n, d)
+    Y = np.tanh(X[:, :e] @ rng.normal(size=(e, e))) + 0.3 * rng.normal(size=(n, e)) + 5
+    lists = random_lists(rng, d, 9)
+    tx, ty = torch.tensor(X, device=device), torch.tensor(Y, device=device)
+    got = pyred.subset_cka(tx, lists, target=ty, debiased=debiased)
+    np.testing.assert_allclose(got.cpu().numpy(), R.subset_cka(X, lists, Y, debiased), rtol=1e-9, atol=1e-11)
+    assert pyred.linear_cka(tx, ty, debiased) == pytest.approx(R.cka(X, Y, debiased), rel=1e-9)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("debiased", [False, True])
+def test_subset_pair_cka(rng, device, debiased):
+    n, d = 60, 30
+    X = features(rng, n, d)
+    S = pyred.draw_subsets(d, [0.1, 0.3, 0.5, 0.9], [1, 2, 3])
+    T = pyred.draw_subsets(d, [0.1, 0.3, 0.5, 0.9], [4, 5, 6])
+    got = pyred.subset_pair_cka(torch.tensor(X, device=device), S, T, debiased=debiased)
+    want = R.pair_cka(X, [s.numpy() for s in S], [t.numpy() for t in T], debiased)
+    np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_input_meets_the_1e5_rule(rng, device):
+    # float32 products inside chunks, float64 accumulation across them (design.md).
+    n, d = 3000, 256
+    X = features(rng, n, d, mean=5.0)  # large means: centring must happen before the products
+    S = pyred.draw_subsets(d, [0.01, 0.05, 0.1, 0.3, 0.9, 1.0], [1, 2])
+    got = pyred.subset_cka(torch.tensor(X, dtype=torch.float32, device=device), S, chunk_size=700)
+    X32 = X.astype(np.float32).astype(np.float64)
+    lists = [s.numpy() for s in S]
+    Xc = X32 - X32.mean(0)
+    want = np.array([np.linalg.norm(Xc[:, s].T @ Xc) ** 2 /
+                     (np.linalg.norm(Xc[:, s].T @ Xc[:, s]) * np.linalg.norm(Xc.T @ Xc)) for s in lists])
+    np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("debiased", [False, True])
+def test_streaming_equals_in_memory_for_any_chunking(rng, device, debiased):
+    n, d, e = 97, 13, 6
+    X, Y = features(rng, n, d), features(rng, n, e, mean=-3)
+    lists = random_lists(rng, d, 7)
+    full = pyred.subset_cka(torch.tensor(X, device=device), lists, target=torch.tensor(Y, device=device),
+                            debiased=debiased).cpu().numpy()
+    for cuts in ([n], [1, 5, 91], [50, 47], [3] * 32 + [1]):
+        gs = pyred.GramStats(d, e, debiased=debiased)
+        start = 0
+        for c in cuts:
+            gs.update(torch.tensor(X[start:start + c], device=device), torch.tensor(Y[start:start + c], device=device))
+            start += c
+        assert gs.n == n
+        np.testing.assert_allclose(gs.subset_cka(lists).cpu().numpy(), full, rtol=1e-10, atol=1e-12)
+    self_stats = pyred.GramStats(d, debiased=debiased, shift=np.zeros(d))
+    for s in range(0, n, 10):
+        self_stats.update(X[s:s + 10])
+    np.testing.assert_allclose(self_stats.subset_cka(lists), R.subset_cka(X, lists, debiased=debiased),
+                               rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(self_stats.subset_pair_cka(lists, lists[::-1]),
+                               R.pair_cka(X, lists, lists[::-1], debiased), rtol=1e-8, atol=1e-10)
+
+
+def test_in_memory_chunk_size_does_not_change_results(rng):
+    X = features(rng, 500, 40)
+    S = pyred.draw_subsets(40, [0.1, 0.5, 0.9], [1, 2])
+    ref = pyred.subset_cka(X, S, debiased=True)
+    for cs in (1, 7, 128, 10_000):
+        np.testing.assert_allclose(pyred.subset_cka(X, S, debiased=True, chunk_size=cs), ref, rtol=1e-10)
+
+
+def test_degenerate_inputs_get_defined_answers(rng):
+    n, d = 30, 8
+    X = features(rng, n, d)
+    X[:, 3] = 7.0  # a constant feature
+    X[:, 5] = 0.0
+    lists = [[3], [3, 5], [], [0, 3]]
+    for deb in (False, True):
+        got = pyred.subset_cka(X, lists, debiased=deb)
+        assert np.all(np.isfinite(got))
+        assert got[0] == 0.0 and got[1] == 0.0 and got[2] == 0.0
+        np.testing.assert_allclose(got[3], R.cka(X[:, [0]], X, deb), rtol=1e-9)  # constant columns add nothing
+    const = np.ones((10, 4))
+    assert pyred.linear_cka(const, rng.normal(size=(10, 3))) == 0.0
+    assert pyred.subset_pair_cka(const, [[0]], [[1]]).tolist() == [0.0]
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_result_kind_follows_input(rng, kind):
+    X = features(rng, 20, 5)
+    Xin = X if kind == "numpy" else torch.tensor(X)
+    out = pyred.subset_cka(Xin, [[0, 1]])
+    assert isinstance(out, np.ndarray if kind == "numpy" else torch.Tensor)
+    assert isinstance(pyred.linear_cka(Xin, Xin), float)
+
+
+def test_float16_and_noncontiguous_inputs(rng):
+    X = features(rng, 64, 24)
+    half = torch.tensor(X, dtype=torch.float16)
+    got = pyred.subset_cka(half, [[0, 1, 2], list(range(24))])
+    np.testing.assert_allclose(got.numpy(), R.subset_cka(half.double().numpy(), [[0, 1, 2], list(range(24))]),
+                               rtol=1e-5)
+    wide = torch.tensor(np.concatenate([X, X], axis=1))[:, ::2]
+    assert not wide.is_contiguous()
+    np.testing.assert_allclose(pyred.subset_cka(wide, [[1, 4]]).numpy(), R.subset_cka(wide.numpy(), [[1, 4]]),
+                               rtol=1e-9)
+
+
+def test_bad_input_errors(rng):
+    X = features(rng, 10, 4)
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match=r"X: contains a non-finite value \(nan\) at \(row, column\) = \(3, 2\)"):
+        pyred.subset_cka(bad, [[0]])
+    bad[3, 2] = np.inf
+    with pytest.raises(ValueError, match=r"target: contains a non-finite value \(inf\)"):
+        pyred.subset_cka(X, [[0]], target=bad)
+    with pytest.raises(ValueError, match="target: expected 10 samples"):
+        pyred.subset_cka(X, [[0]], target=X[:5])
+    with pytest.raises(ValueError, match="Y: expected 10 samples"):
+        pyred.linear_cka(X, X[:9])
+    with pytest.raises(ValueError, match=r"X: expected a 2-D \(samples, features\) array, got shape \(10,\)"):
+        pyred.subset_cka(X[:, 0], [[0]])
+    with pytest.raises(ValueError, match="X: expected a 2-D"):
+        pyred.linear_cka(X[None], X)
+    with pytest.raises(TypeError, match="X: expected a floating-point array"):
+        pyred.subset_cka(np.arange(40).reshape(10, 4), [[0]])
+    with pytest.raises(IndexError, match="index 4 is out of range"):
+        pyred.subset_cka(X, [[0, 4]])
+    with pytest.raises(ValueError, match="debiased CKA needs at least 4 samples, got n=3"):
+        pyred.subset_cka(X[:3], [[0]], debiased=True)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        pyred.linear_cka(X[:1], X[:1])
+    with pytest.raises(ValueError, match="subsets_b: expected 1 subsets"):
+        pyred.subset_pair_cka(X, [[0]], [[1], [2]])
+    with pytest.raises(ValueError, match="chunk_size"):
+        pyred.subset_cka(X, [[0]], chunk_size=0)
+    gs = pyred.GramStats(4)
+    with pytest.raises(ValueError, match="no samples yet"):
+        gs.subset_cka([[0]])
+    with pytest.raises(ValueError, match="x: expected 4 features per sample, got 3"):
+        gs.update(X[:, :3])
+    with pytest.raises(ValueError, match="y: this GramStats has no target"):
+        gs.update(X, X)
+    with pytest.raises(ValueError, match="y: expected shape"):
+        pyred.GramStats(4, 2).update(X, X)
+    gs3 = pyred.GramStats(4, debiased=True).update(X[:3])
+    with pytest.raises(ValueError, match="at least 4 samples"):
+        gs3.subset_cka([[0]])
+    with pytest.raises(ValueError, match="dim: expected an integer"):
+        pyred.GramStats(0)
+
+
+# -- properties (hypothesis) ---------------------------------------------------------------
+shapes = st.tuples(st.integers(5, 40), st.integers(1, 12))
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=shapes, seed=st.integers(0, 2**31 - 1), debiased=st.booleans())
+def test_properties(shape, seed, debiased):
+    n, d = shape
+    rng = np.random.default_rng(seed)
+    X = features(rng, n, d)
+    full = np.arange(d)
+    # CKA(X, X) = 1 (the debiased estimate of a self-HSIC may come out <= 0 for tiny n: then 0 by definition)
+    self_cka = pyred.linear_cka(X, X, debiased)
+    assert self_cka == pytest.approx(1.0, abs=1e-9) or (debiased and self_cka == 0.0)
+    # symmetry
+    Y = features(rng, n, 3)
+    assert pyred.linear_cka(X, Y, debiased) == pytest.approx(pyred.linear_cka(Y, X, debiased), rel=1e-9, abs=1e-12)
+    # invariance of the target to an orthogonal transform and isotropic scaling
+    Q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    S = [rng.permutation(d)[: rng.integers(1, d + 1)] for _ in range(4)]
+    base = pyred.subset_cka(X, S, target=X, debiased=debiased)
+    moved = pyred.subset_cka(X, S, target=3.7 * X @ Q + 1.5, debiased=debiased)
+    np.testing.assert_allclose(moved, base, rtol=1e-7, atol=1e-9)
+    # invariance to the order of indices inside a subset
+    shuffled = [rng.permutation(s) for s in S]
+    np.testing.assert_allclose(pyred.subset_cka(X, shuffled, debiased=debiased), base, rtol=1e-12, atol=1e-14)
+    # the full subset against the full layer is 1 (biased: always; debiased: when the layer has signal)
+    one = pyred.subset_cka(X, [full], debiased=debiased)[0]
+    assert one == pytest.approx(1.0, abs=1e-9) or (debiased and one == 0.0)
