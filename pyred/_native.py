@@ -17,6 +17,11 @@ def _load(name: str) -> Any:
         return importlib.import_module(f"pyred.{name}")
     except Exception as exc:  # ImportError, OSError from a bad shared library, ...
         _errors[name] = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, ModuleNotFoundError) and exc.name == f"pyred.{name}":
+            import pyred
+
+            _errors[name] += (f" (pyred was imported from {pyred.__path__[0]}; a source checkout holds no compiled "
+                              "modules: run from outside it, or install with 'pip install -e .')")
         return None
 
 
