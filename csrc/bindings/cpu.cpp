@@ -2,6 +2,7 @@
 #include <pybind11/pybind11.h>
 
 #include "checks.h"
+#include "pyred/heads.h"
 #include "pyred/reductions.h"
 
 #ifdef _OPENMP
@@ -60,6 +61,54 @@ void block_sums(std::uintptr_t mats, int64_t mats_count, int dtype, int64_t M, i
   raise_status(st);
 }
 
+// Shared size checks of the two head entry points.
+IndexLists head_lists(int64_t XT_count, int64_t B, int64_t ldx, int64_t d, std::uintptr_t XT, std::uintptr_t indices,
+                      int64_t nnz, std::uintptr_t offsets, int64_t num_offsets, int64_t C) {
+  expect(B >= 0, "B (batch rows) must be >= 0, got " + std::to_string(B));
+  expect(ldx >= B, "ldx (row length of XT) must be >= B, got " + std::to_string(ldx));
+  expect(d >= 1, "d (width) must be >= 1, got " + std::to_string(d));
+  expect(C >= 1, "C (classes) must be >= 1, got " + std::to_string(C));
+  expect_count("XT", XT_count, d * ldx);
+  expect_pointer("XT", XT, XT_count);
+  return make_lists("subsets", indices, nnz, offsets, num_offsets);
+}
+
+void gathered_forward(std::uintptr_t XT, int64_t XT_count, int dtype, int64_t B, int64_t ldx, int64_t d, std::uintptr_t indices,
+                      int64_t nnz, std::uintptr_t offsets, int64_t num_offsets, std::uintptr_t W, int64_t W_count,
+                      int64_t C, std::uintptr_t out, int64_t out_count) {
+  const DType dt = dtype_from_code(dtype);
+  const IndexLists L = head_lists(XT_count, B, ldx, d, XT, indices, nnz, offsets, num_offsets, C);
+  expect_count("W", W_count, nnz * C);
+  expect_pointer("W", W, W_count);
+  expect_count("out", out_count, L.num_lists * B * C);
+  expect_pointer("out", out, out_count);
+  Status st;
+  {
+    py::gil_scoped_release release;
+    st = gathered_forward_cpu(reinterpret_cast<const void*>(XT), dt, B, ldx, d, L, reinterpret_cast<const void*>(W), C,
+                              reinterpret_cast<void*>(out));
+  }
+  raise_status(st);
+}
+
+void gathered_weight_grad(std::uintptr_t XT, int64_t XT_count, int dtype, int64_t B, int64_t ldx, int64_t d,
+                          std::uintptr_t indices, int64_t nnz, std::uintptr_t offsets, int64_t num_offsets,
+                          std::uintptr_t G, int64_t G_count, int64_t C, std::uintptr_t dW, int64_t dW_count) {
+  const DType dt = dtype_from_code(dtype);
+  const IndexLists L = head_lists(XT_count, B, ldx, d, XT, indices, nnz, offsets, num_offsets, C);
+  expect_count("G", G_count, L.num_lists * B * C);
+  expect_pointer("G", G, G_count);
+  expect_count("dW", dW_count, nnz * C);
+  expect_pointer("dW", dW, dW_count);
+  Status st;
+  {
+    py::gil_scoped_release release;
+    st = gathered_weight_grad_cpu(reinterpret_cast<const void*>(XT), dt, B, ldx, d, L, reinterpret_cast<const void*>(G),
+                                  C, reinterpret_cast<void*>(dW));
+  }
+  raise_status(st);
+}
+
 int num_threads() {
 #ifdef _OPENMP
   return omp_get_max_threads();
@@ -81,6 +130,14 @@ PYBIND11_MODULE(_C, m) {
         py::arg("row_num_offsets"), py::arg("col_indices"), py::arg("col_nnz"), py::arg("col_offsets"),
         py::arg("col_num_offsets"), py::arg("out"), py::arg("out_count"),
         "out[k, m] = sum_{i in rows k, j in cols k} mats[m, i, j]; mats (M, d, d), out (K, M) float64.");
+  m.def("gathered_forward", &gathered_forward, py::arg("XT"), py::arg("XT_count"), py::arg("dtype"), py::arg("B"),
+        py::arg("ldx"), py::arg("d"), py::arg("indices"), py::arg("nnz"), py::arg("offsets"), py::arg("num_offsets"), py::arg("W"),
+        py::arg("W_count"), py::arg("C"), py::arg("out"), py::arg("out_count"),
+        "out[k, b, c] = sum_{p in list k} XT[indices[p], b] W[p, c]; XT (d, ldx), W (nnz, C), out (K, B, C).");
+  m.def("gathered_weight_grad", &gathered_weight_grad, py::arg("XT"), py::arg("XT_count"), py::arg("dtype"),
+        py::arg("B"), py::arg("ldx"), py::arg("d"), py::arg("indices"), py::arg("nnz"), py::arg("offsets"), py::arg("num_offsets"),
+        py::arg("G"), py::arg("G_count"), py::arg("C"), py::arg("dW"), py::arg("dW_count"),
+        "dW[p, c] = sum_b XT[indices[p], b] G[k(p), b, c]; XT (d, ldx), G (K, B, C), dW (nnz, C).");
   m.attr("openmp") = py::bool_(
 #ifdef _OPENMP
       true

@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 
 #include "checks.h"
+#include "pyred/heads.h"
 #include "pyred/reductions.h"
 
 namespace py = pybind11;
@@ -73,6 +74,52 @@ void block_sums(std::uintptr_t mats, int64_t mats_count, int dtype, int64_t M, i
                                reinterpret_cast<double*>(out), reinterpret_cast<void*>(stream)));
 }
 
+IndexLists head_lists(int64_t XT_count, int64_t B, int64_t ldx, int64_t d, std::uintptr_t XT, std::uintptr_t indices,
+                      int64_t nnz, std::uintptr_t offsets, int64_t num_offsets, int64_t C) {
+  expect(B >= 0, "B (batch rows) must be >= 0, got " + std::to_string(B));
+  expect(ldx >= B, "ldx (row length of XT) must be >= B, got " + std::to_string(ldx));
+  expect(d >= 1, "d (width) must be >= 1, got " + std::to_string(d));
+  expect(C >= 1, "C (classes) must be >= 1, got " + std::to_string(C));
+  expect_count("XT", XT_count, d * ldx);
+  expect_pointer("XT", XT, XT_count);
+  expect_device("XT", XT, XT_count);
+  expect_device("indices", indices, nnz);
+  expect_device("offsets", offsets, num_offsets);
+  return make_lists("subsets", indices, nnz, offsets, num_offsets);
+}
+
+void gathered_forward(std::uintptr_t XT, int64_t XT_count, int dtype, int64_t B, int64_t ldx, int64_t d, std::uintptr_t indices,
+                      int64_t nnz, std::uintptr_t offsets, int64_t num_offsets, std::uintptr_t W, int64_t W_count,
+                      int64_t C, std::uintptr_t out, int64_t out_count, std::uintptr_t stream) {
+  const DType dt = dtype_from_code(dtype);
+  const IndexLists L = head_lists(XT_count, B, ldx, d, XT, indices, nnz, offsets, num_offsets, C);
+  expect_count("W", W_count, nnz * C);
+  expect_pointer("W", W, W_count);
+  expect_device("W", W, W_count);
+  expect_count("out", out_count, L.num_lists * B * C);
+  expect_pointer("out", out, out_count);
+  expect_device("out", out, out_count);
+  raise_launch(gathered_forward_cuda(reinterpret_cast<const void*>(XT), dt, B, ldx, d, L, reinterpret_cast<const void*>(W),
+                                     C, reinterpret_cast<void*>(out), reinterpret_cast<void*>(stream)));
+}
+
+void gathered_weight_grad(std::uintptr_t XT, int64_t XT_count, int dtype, int64_t B, int64_t ldx, int64_t d,
+                          std::uintptr_t indices, int64_t nnz, std::uintptr_t offsets, int64_t num_offsets,
+                          std::uintptr_t G, int64_t G_count, int64_t C, std::uintptr_t dW, int64_t dW_count,
+                          std::uintptr_t stream) {
+  const DType dt = dtype_from_code(dtype);
+  const IndexLists L = head_lists(XT_count, B, ldx, d, XT, indices, nnz, offsets, num_offsets, C);
+  expect_count("G", G_count, L.num_lists * B * C);
+  expect_pointer("G", G, G_count);
+  expect_device("G", G, G_count);
+  expect_count("dW", dW_count, nnz * C);
+  expect_pointer("dW", dW, dW_count);
+  expect_device("dW", dW, dW_count);
+  raise_launch(gathered_weight_grad_cuda(reinterpret_cast<const void*>(XT), dt, B, ldx, d, L,
+                                         reinterpret_cast<const void*>(G), C, reinterpret_cast<void*>(dW),
+                                         reinterpret_cast<void*>(stream)));
+}
+
 int device_count() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -94,6 +141,12 @@ PYBIND11_MODULE(_C_cuda, m) {
         py::arg("row_num_offsets"), py::arg("col_indices"), py::arg("col_nnz"), py::arg("col_offsets"),
         py::arg("col_num_offsets"), py::arg("max_rows"), py::arg("out"), py::arg("out_count"),
         py::arg("stream"));
+  m.def("gathered_forward", &gathered_forward, py::arg("XT"), py::arg("XT_count"), py::arg("dtype"), py::arg("B"),
+        py::arg("ldx"), py::arg("d"), py::arg("indices"), py::arg("nnz"), py::arg("offsets"), py::arg("num_offsets"), py::arg("W"),
+        py::arg("W_count"), py::arg("C"), py::arg("out"), py::arg("out_count"), py::arg("stream"));
+  m.def("gathered_weight_grad", &gathered_weight_grad, py::arg("XT"), py::arg("XT_count"), py::arg("dtype"),
+        py::arg("B"), py::arg("ldx"), py::arg("d"), py::arg("indices"), py::arg("nnz"), py::arg("offsets"), py::arg("num_offsets"),
+        py::arg("G"), py::arg("G_count"), py::arg("C"), py::arg("dW"), py::arg("dW_count"), py::arg("stream"));
   m.def("device_count", &device_count, "CUDA devices visible to this module's runtime (0 when none).");
   int version = 0;
   cudaRuntimeGetVersion(&version);

@@ -1,0 +1,123 @@
+import numpy as np
+import pytest
+import torch
+
+import pyred
+from pyred import _native
+from pyred.ops import gathered_linear, gathered_weight_grad
+from conftest import DEVICES
+
+BACKENDS = ["native", "torch"]
+
+
+def random_heads(rng, d, K):
+    sizes = rng.integers(1, d + 1, size=K)
+    sizes[: min(3, K)] = [0, 1, d][: min(3, K)]  # k = 0, 1 and d
+    lists = [rng.permutation(d)[:k] for k in sizes]
+    return lists + [lists[-1]]  # a repeated subset
+
+
+def explicit(X, W, lists):
+    """Per-head float64 logits and, through autograd, weight gradients for a given G."""
+    X = torch.as_tensor(X, dtype=torch.float64)
+    W = torch.as_tensor(W, dtype=torch.float64).clone().requires_grad_(True)
+    out, start = [], 0
+    for s in lists:
+        s = torch.as_tensor(s, dtype=torch.int64)
+        out.append(X[:, s] @ W[start:start + len(s)])
+        start += len(s)
+    return torch.stack(out), W
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("B, d, C, K", [(1, 1, 1, 2), (5, 13, 3, 6), (70, 40, 10, 9), (256, 300, 17, 5), (33, 64, 8, 12)])
+def test_forward_and_weight_grad_match_autograd(rng, device, backend, dtype, B, d, C, K):
+    lists = random_heads(rng, d, K)
+    nnz = sum(len(s) for s in lists)
+    X = rng.normal(size=(B, d))
+    W = rng.normal(size=(nnz, C))
+    G = rng.normal(size=(len(lists), B, C))
+    want, Wref = explicit(X, W, lists)
+    (want * torch.as_tensor(G)).sum().backward()
+    Xt = torch.tensor(X, dtype=dtype, device=device)
+    got = gathered_linear(Xt, torch.tensor(W, dtype=dtype, device=device), lists, backend=backend)
+    dW = gathered_weight_grad(Xt, torch.tensor(G, dtype=dtype, device=device), lists, backend=backend)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-4 * np.sqrt(d))
+    assert got.shape == (len(lists), B, C) and got.dtype == dtype and dW.shape == (nnz, C)
+    torch.testing.assert_close(got.double().cpu(), want.detach(), **tol)
+    torch.testing.assert_close(dW.double().cpu(), Wref.grad, **tol)
+    assert torch.all(got[0] == 0)  # the k = 0 head: no weights, zero logits
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_autograd_through_the_custom_op(rng, device):
+    d, B, C = 20, 9, 4
+    lists = random_heads(rng, d, 5)
+    S = pyred.Subsets.from_lists(lists, d=d)
+    X = torch.tensor(rng.normal(size=(B, d)), device=device, requires_grad=True)
+    W = torch.tensor(rng.normal(size=(S.nnz, C)), device=device, requires_grad=True)
+    torch.autograd.gradcheck(lambda x, w: gathered_linear(x, w, S), (X, W))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_head_ops_pass_opcheck(rng, device):
+    S = pyred.Subsets.from_lists([[0, 2], [], [5, 1, 3]], d=6).to(device)
+    X = torch.randn(4, 6, dtype=torch.float64, device=device)
+    W = torch.randn(S.nnz, 3, dtype=torch.float64, device=device, requires_grad=True)
+    torch.library.opcheck(torch.ops.pyred.gathered_forward.default, (X, S.indices, S.offsets, W))
+    G = torch.randn(3, 4, 3, dtype=torch.float64, device=device)
+    torch.library.opcheck(torch.ops.pyred.gathered_weight_grad.default, (X, S.indices, S.offsets, G))
+
+
+def test_numpy_in_numpy_out(rng):
+    X = rng.normal(size=(7, 5))
+    W = rng.normal(size=(3, 2))
+    out = gathered_linear(X, W, [[0, 4], [2]])
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_allclose(out[0], X[:, [0, 4]] @ W[:2], rtol=1e-12)
+    np.testing.assert_allclose(out[1], X[:, [2]] @ W[2:], rtol=1e-12)
+
+
+def test_bad_input():
+    X = torch.randn(4, 6)
+    with pytest.raises(ValueError, match=r"W: expected shape \(3, C\)"):
+        gathered_linear(X, torch.randn(4, 2), [[0, 1], [2]])
+    with pytest.raises(ValueError, match=r"G: expected shape \(2, 4, C\)"):
+        gathered_weight_grad(X, torch.randn(2, 5, 3), [[0, 1], [2]])
+    with pytest.raises(IndexError, match="index 6 is out of range"):
+        gathered_linear(X, torch.randn(1, 2), [[6]])
+    with pytest.raises(ValueError, match="X: expected a 2-D"):
+        gathered_linear(torch.randn(4), torch.randn(1, 2), [[0]])
+    with pytest.raises(TypeError, match="W: expected a floating-point"):
+        gathered_linear(X, torch.ones(1, 2, dtype=torch.int32), [[0]])
+
+
+@pytest.mark.skipif(_native.cpu_module() is None, reason="CPU module not built")
+def test_native_head_entry_points_refuse_inconsistent_sizes():
+    C_ = _native.cpu_module()
+    XT = torch.randn(6, 4)
+    idx = torch.tensor([0, 5], dtype=torch.int64)
+    off = torch.tensor([0, 2], dtype=torch.int64)
+    W = torch.randn(2, 3)
+    out = torch.empty(1, 4, 3)
+    good = [XT.data_ptr(), 24, 0, 4, 4, 6, idx.data_ptr(), 2, off.data_ptr(), 2, W.data_ptr(), 6, 3, out.data_ptr(), 12]
+    C_.gathered_forward(*good)
+    torch.testing.assert_close(out[0], XT.T[:, [0, 5]] @ W)
+    for pos, value, match in [(1, 23, "XT: expected 24"), (4, 3, "ldx"), (11, 5, "W: expected 6"), (10, 0, "W: null pointer"),
+                              (14, 11, "out: expected 12"), (12, 0, "C "), (2, 7, "dtype code")]:
+        args = list(good)
+        args[pos] = value
+        with pytest.raises(ValueError, match=match):
+            C_.gathered_forward(*args)
+    bad = torch.tensor([0, 6], dtype=torch.int64)
+    args = list(good)
+    args[6] = bad.data_ptr()
+    with pytest.raises(IndexError, match="index 6 at position 1"):
+        C_.gathered_forward(*args)
+    G = torch.randn(1, 4, 3)
+    dW = torch.empty(2, 3)
+    with pytest.raises(ValueError, match="dW: expected 6"):
+        C_.gathered_weight_grad(XT.data_ptr(), 24, 0, 4, 4, 6, idx.data_ptr(), 2, off.data_ptr(), 2,
+                                G.data_ptr(), 12, 3, dW.data_ptr(), 5)
