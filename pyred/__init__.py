@@ -3,13 +3,16 @@
 Public API:
   draw_subsets, Subsets          -- neuron subsets (the paper's sampler, or your own lists)
   linear_cka, subset_cka, subset_pair_cka, GramStats  -- batched linear CKA
-  pyred.ops.gathered_block_sums, pyred.ops.segment_sums -- the kernels
+  train_probes, ProbeResult      -- K linear probes on K subsets, trained at once
+  pyred.ops.gathered_block_sums, pyred.ops.segment_sums,
+  pyred.ops.gathered_linear, pyred.ops.gathered_weight_grad -- the kernels
   native_info                    -- which native modules loaded
 """
 
 from ._native import native_info
 from .cka import linear_cka, subset_cka, subset_pair_cka
 from .gram import GramStats, Moments
+from .probes import ProbeEvaluation, ProbeResult, train_probes
 from .subsets import Subsets, draw_subsets
 from . import ops
 
@@ -18,6 +21,8 @@ __version__ = "0.1.0"
 __all__ = [
     "GramStats",
     "Moments",
+    "ProbeEvaluation",
+    "ProbeResult",
     "Subsets",
     "draw_subsets",
     "linear_cka",
@@ -25,5 +30,6 @@ __all__ = [
     "ops",
     "subset_cka",
     "subset_pair_cka",
+    "train_probes",
     "__version__",
 ]

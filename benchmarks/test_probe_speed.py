@@ -1,0 +1,150 @@
+"""Batched probe training against training the heads one after another.
+
+The paper's grid -- 14 fractions x 5 seeds + the full layer, K = 71 heads -- on
+n = 20,000 synthetic float32 features (18,000 train, 2,000 validation; 2,000
+more for testing), d = 2,048, 10 classes from a noisy random linear teacher.
+The "sgd" recipe for PYRED_BENCH_EPOCHS epochs (default 3; per-epoch cost is
+what differs), compared in the same process:
+  loop:    (a) the 71 heads one after another in plain torch, same recipe and
+           order (pyred.probes.reference, the reference code's way minus the backbone);
+  masked:  (b) all heads as one dense (d, K C) weight with masked rows, one GEMM
+           each way under torch autograd and torch.optim.SGD;
+  pyred:   (c) pyred's "sgd" recipe, layout chosen by its cost rule;
+  pyred (masked layout): pyred's own loop with the dense layout, for the cost rule;
+  gemm:    one float32 GEMM of the masked forward's shape, for the machine's rate.
+All three trainers must end with the same test accuracies. Then "lbfgs" against
+scikit-learn's LogisticRegression fitted head by head (n = 5,000, one seed's
+14 heads + the full layer).
+"""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import pyred
+from pyred.probes.reference import train_heads_masked_dense, train_heads_one_by_one
+
+N_TRAIN, N_VAL, N_TEST = 18_000, 2_000, 2_000
+D = int(os.environ.get("PYRED_BENCH_D", 2048))
+C = 10
+EPOCHS = int(os.environ.get("PYRED_BENCH_EPOCHS", 3))
+FRACTIONS = [0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9]
+GRID = pyred.Subsets.concat([pyred.draw_subsets(D, FRACTIONS, [1, 2, 3, 4, 5]), pyred.draw_subsets(D, [1.0], [2])])
+RECIPE = dict(epochs=EPOCHS, eval_every=EPOCHS, lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=256, lr_step=20)
+GROUP = f"sgd probes, n={N_TRAIN}, d={D}, K={len(GRID)}, {EPOCHS} epochs"
+
+
+@pytest.fixture(scope="module")
+def data(device):
+    g = torch.Generator().manual_seed(0)
+    n = N_TRAIN + N_VAL + N_TEST
+    # Non-negative like pooled ReLU features (squared norm about 128); labels from a
+    # noisy random linear teacher whose logits have std 6: accuracy then climbs
+    # with the fraction of neurons, as in the paper.
+    X = torch.relu(torch.randn(n, D, generator=g)) * (16 / D ** 0.5)
+    Xc = X - X.mean(0)
+    teacher = torch.randn(D, C, generator=g)
+    teacher *= 6.0 / (Xc @ teacher).std()
+    y = (Xc @ teacher + 0.5 * torch.randn(n, C, generator=g)).argmax(1)
+    X, y = X.to(device), y.to(device)
+    a, b = N_TRAIN, N_TRAIN + N_VAL
+    return X[:a], y[:a], X[a:b], y[a:b], X[b:], y[b:]
+
+
+def test_accuracy_sanity(data):
+    Xtr, ytr, *_ = data
+    assert len(torch.unique(ytr)) == C
+
+
+@pytest.mark.parametrize("impl", ["pyred", "pyred (masked layout)", "masked", "loop", "gemm"])
+def test_sgd(timed, data, impl):
+    from conftest import OUTPUTS
+
+    Xtr, ytr, Xv, yv, Xte, yte = data
+    if impl == "gemm":
+        W = torch.randn(D, len(GRID) * C, device=Xtr.device)
+        timed(GROUP, "float32 GEMM (256 x 2048 x 710)", lambda: Xtr[:256] @ W, rounds=20)
+        return
+    if impl in ("loop", "masked"):
+        train = train_heads_one_by_one if impl == "loop" else train_heads_masked_dense
+        heads = timed(GROUP, impl, lambda: train(Xtr, ytr, Xv, yv, list(GRID), C, seed=0, **RECIPE), rounds=1)
+        acc = torch.stack([((Xte[:, S.to(Xte.device)] @ W + b).argmax(1) == yte).double().mean()
+                           for S, ((W, b), _) in zip(GRID, heads)])
+    else:
+        layout = "auto" if impl == "pyred" else "masked"
+        run = lambda: pyred.train_probes(Xtr, ytr, GRID, X_val=Xv, y_val=yv, seed=0, layout=layout,  # noqa: E731
+                                         progress=False, **RECIPE)
+        res = timed(GROUP, impl, run, rounds=2)
+        acc = res.evaluate(Xte, yte).accuracy
+        if impl == "pyred":
+            print(f"\npyred chose layout {res.options['layout']!r}")
+    OUTPUTS[(GROUP, impl + " accuracy")] = acc.cpu()
+    print(f"\n{impl}: mean test accuracy {float(acc.mean()):.4f} (full layer {float(acc[-1]):.4f})")
+    if (GROUP, "pyred accuracy") in OUTPUTS and impl != "pyred":
+        # Same heads, same steps, float32 sums in another order: equal up to a few flipped test samples.
+        diff = (acc.cpu() - OUTPUTS[(GROUP, "pyred accuracy")]).abs().max()
+        assert diff <= 2e-3, f"{impl}: test accuracies differ from pyred's by up to {float(diff)}"
+
+
+N_LBFGS = 5000
+LBFGS_HEADS = pyred.Subsets.concat([pyred.draw_subsets(D, FRACTIONS, [1]), pyred.draw_subsets(D, [1.0], [2])])
+
+
+@pytest.mark.parametrize("impl", ["pyred", "scikit-learn"])
+def test_lbfgs(timed, data, impl):
+    lm = pytest.importorskip("sklearn.linear_model")
+    from conftest import OUTPUTS
+
+    Xtr, ytr, *_, Xte, yte = data
+    Xtr, ytr = Xtr[:N_LBFGS], ytr[:N_LBFGS]
+    group = f"lbfgs probes, n={N_LBFGS}, d={D}, K={len(LBFGS_HEADS)}, C=1, max_iter=100"
+    if impl == "pyred":
+        res = timed(group, impl, lambda: pyred.train_probes(Xtr, ytr, LBFGS_HEADS, recipe="lbfgs", C=1.0,
+                                                            max_iter=100, progress=False), rounds=1)
+        acc = res.evaluate(Xte, yte).accuracy.cpu()
+    else:
+        Xn, yn, Xt, yt = (a.cpu().numpy() for a in (Xtr, ytr, Xte, yte))
+
+        def fit_all():
+            return np.array([lm.LogisticRegression(C=1.0, max_iter=100).fit(Xn[:, S], yn).score(Xt[:, S], yt)
+                             for S in (s.numpy() for s in LBFGS_HEADS)])
+
+        acc = torch.tensor(timed(group, impl, fit_all, rounds=1))
+    OUTPUTS[(group, impl + " accuracy")] = acc
+    print(f"\n{impl}: lbfgs mean test accuracy {float(acc.mean()):.4f}")
+
+
+def useful_gflop() -> float:
+    """Useful work of one "sgd" run: forward and weight gradient, only the m_k columns of each head."""
+    steps = EPOCHS * -(-N_TRAIN // 256)
+    return steps * 2 * (2 * 256 * GRID.nnz * C) / 1e9  # (validation passes left out)
+
+
+def test_report_useful_rate():
+    """Useful GFLOP/s of pyred's run against the float32 GEMM rate, both measured above in this session."""
+    from conftest import RESULTS
+
+    gemm, mine = RESULTS.get((GROUP, "float32 GEMM (256 x 2048 x 710)")), RESULTS.get((GROUP, "pyred"))
+    if gemm is None or mine is None:
+        pytest.skip("run with the sgd benchmarks")
+    gemm_rate = 2 * 256 * D * len(GRID) * C / 1e9 / gemm
+    print(f"\nuseful work {useful_gflop():.1f} GFLOP in {mine:.2f} s = {useful_gflop() / mine:.0f} GFLOP/s; "
+          f"float32 GEMM rate {gemm_rate:.0f} GFLOP/s; dense masked work {useful_gflop() * D * len(GRID) / GRID.nnz:.1f} GFLOP")
+
+
+# -- the cost rule: where the gathered kernels stop beating the dense masked layout --------
+CROSSOVER_N = 4608  # 18 batches of 256
+
+
+@pytest.mark.parametrize("layout", ["gathered", "masked"])
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5, 0.7, 0.9])
+def test_layout_crossover(timed, data, fraction, layout):
+    """One epoch of 20 heads of one fraction (20 seeds): density = fraction."""
+    Xtr, ytr, Xv, yv, *_ = data
+    S = pyred.draw_subsets(D, [fraction], list(range(1, 21)))
+    group = f"layout crossover, density {fraction:.1f}, K=20, n={CROSSOVER_N}, 1 epoch"
+    timed(group, "pyred" if layout == "gathered" else "masked layout",
+          lambda: pyred.train_probes(Xtr[:CROSSOVER_N], ytr[:CROSSOVER_N], S, X_val=Xv[:256], y_val=yv[:256],
+                                     layout=layout, epochs=1, eval_every=1, progress=False), rounds=3)

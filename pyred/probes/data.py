@@ -1,0 +1,99 @@
+"""Validated training data for the probes: features, integer labels, splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..ops.arrays import float_matrix, to_torch
+
+
+@dataclass
+class ProbeData:
+    """Training (and validation) arrays on the compute device.
+
+    X: (n, d) float; y: (n,) int64 in [0, num_classes). X_val / y_val likewise
+    (None when the recipe needs no validation split).
+    """
+
+    X: torch.Tensor
+    y: torch.Tensor
+    X_val: torch.Tensor | None
+    y_val: torch.Tensor | None
+    num_classes: int
+    kind: str
+
+
+def labels(y: Any, n: int, name: str, device) -> torch.Tensor:
+    """(n,) int64 labels; raises on floats that are not whole numbers, wrong length or rank."""
+    t, _ = to_torch(y, name)
+    if t.dim() != 1:
+        raise ValueError(f"{name}: expected a 1-D array of class labels, got shape {tuple(t.shape)}")
+    if t.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} labels (one per sample), got {t.shape[0]}")
+    if t.is_floating_point():
+        if not bool(torch.isfinite(t).all()) or not bool((t == t.round()).all()):
+            raise TypeError(f"{name}: labels must be integers, got non-integer values of dtype {t.dtype}")
+    elif t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"{name}: labels must be integers, got dtype {t.dtype}")
+    t = t.to(device=device, dtype=torch.int64)
+    if t.numel() and int(t.min()) < 0:
+        raise ValueError(f"{name}: label {int(t.min())} is negative; labels are class indices in [0, num_classes)")
+    return t
+
+
+def check_label_range(y: torch.Tensor, num_classes: int, name: str) -> None:
+    if y.numel() == 0:
+        return
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= num_classes:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{name}: label {bad} is outside [0, {num_classes}) (num_classes={num_classes})")
+
+
+def split_train_val(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference code's fixed-seed split: randperm(n) under ``seed``; the first int(0.9 n) train."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_train = int((1 - fraction) * n)
+    return perm[:n_train], perm[n_train:]
+
+
+def prepare(X_train, y_train, X_val, y_val, num_classes, device, need_val: bool, split_seed: int = 0) -> ProbeData:
+    """Validates the inputs and moves them to ``device`` (X's device when None)."""
+    X, kind = float_matrix(X_train, "X_train")
+    device = torch.device(device) if device is not None else X.device
+    X = X.to(device)
+    n = X.shape[0]
+    y = labels(y_train, n, "y_train", device)
+    if (X_val is None) != (y_val is None):
+        raise ValueError("X_val and y_val: give both or neither")
+    if X_val is not None:
+        Xv, _ = float_matrix(X_val, "X_val")
+        if Xv.shape[1] != X.shape[1]:
+            raise ValueError(f"X_val: expected {X.shape[1]} features like X_train, got {Xv.shape[1]}")
+        Xv = Xv.to(device, X.dtype)
+        yv = labels(y_val, Xv.shape[0], "y_val", device)
+    elif need_val:
+        if n < 2:
+            raise ValueError(f"X_train: need at least 2 samples to split off validation data, got {n}")
+        tr, va = split_train_val(n, 0.1, split_seed)
+        tr, va = tr.to(device), va.to(device)
+        X, y, Xv, yv = X[tr], y[tr], X[va], y[va]
+    else:
+        Xv = yv = None
+    if num_classes is None:
+        num_classes = int(y.max()) + 1 if y.numel() else 0
+        if yv is not None and yv.numel():
+            num_classes = max(num_classes, int(yv.max()) + 1)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise TypeError(f"num_classes: expected an integer, got {num_classes!r}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes: a probe needs at least 2 classes, got {num_classes}")
+    check_label_range(y, num_classes, "y_train")
+    if yv is not None:
+        check_label_range(yv, num_classes, "y_val")
+    if y.numel() and int(torch.unique(y).numel()) < 2:
+        raise ValueError("y_train: all training labels are the same class; a probe needs at least 2 classes")
+    return ProbeData(X, y, Xv, yv, int(num_classes), kind)

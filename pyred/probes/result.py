@@ -1,0 +1,102 @@
+"""The trained heads of a batch of probes, and their evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..ops.arrays import float_matrix, from_torch
+from ..ops.heads import features_major, forward_xt
+from ..subsets import Subsets
+from .data import check_label_range, labels
+
+
+@dataclass
+class ProbeEvaluation:
+    """accuracy: (K,) float64; per_class_accuracy: (K, C) float64 (NaN for a class
+    absent from the test labels); predictions: (K, n_test) int64. Arrays of the
+    kind (torch/numpy/cupy) of the test features."""
+
+    accuracy: Any
+    per_class_accuracy: Any
+    predictions: Any
+
+
+@dataclass
+class ProbeResult:
+    """K linear heads, head k reading the features ``subsets[k]``.
+
+    weights: (nnz, C) packed, rows in the order of ``subsets.indices`` (head k
+      owns rows ``subsets.offsets[k]:subsets.offsets[k+1]``; row j of head k
+      weighs feature ``subsets[k][j]``), the selected (best-validation) weights.
+    biases: (K, C).
+    subsets, num_classes, recipe, options: what was trained, and how.
+    selected_epoch: (K,) int64, the epoch (1-based) whose weights were kept
+      (sgd: best validation accuracy, the first such epoch on ties; -1 when
+      there was no validation); val_accuracy: (K, E) float64 validation
+      accuracy at ``eval_epochs`` (E evaluations); train_loss: (K, epochs) mean
+      cross-entropy per epoch (sgd); alpha: (K,) chosen ridge penalty (ridge).
+    init_seeds: (K,) the seed each head's initialisation was drawn under (sgd).
+    """
+
+    weights: torch.Tensor
+    biases: torch.Tensor
+    subsets: Subsets
+    num_classes: int
+    recipe: str
+    options: dict
+    selected_epoch: torch.Tensor | None = None
+    val_accuracy: torch.Tensor | None = None
+    eval_epochs: list = field(default_factory=list)
+    train_loss: torch.Tensor | None = None
+    alpha: torch.Tensor | None = None
+    init_seeds: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.subsets)
+
+    def head(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(features (m,), weight (m, C), bias (C,)) of head k."""
+        b, e = int(self.subsets.offsets[k]), int(self.subsets.offsets[k + 1])
+        return self.subsets[k], self.weights[b:e], self.biases[k]
+
+    def logits(self, X: Any, batch_size: int = 4096) -> Any:
+        """(K, n, C) logits of every head on X (n, d)."""
+        x, kind = float_matrix(X, "X")
+        return from_torch(self._logits(x.to(self.weights.device, self.weights.dtype), batch_size), kind)
+
+    def _logits(self, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+        if x.shape[1] != _width(self.subsets, x):
+            raise ValueError(f"X: expected {self.subsets.d} features, got {x.shape[1]}")
+        S = self.subsets.to(x.device)
+        parts = [forward_xt(features_major(x[s:s + batch_size]), S.indices, S.offsets, self.weights)
+                 for s in range(0, x.shape[0], batch_size)]
+        return torch.cat(parts, dim=1) + self.biases[:, None, :]
+
+    def evaluate(self, X_test: Any, y_test: Any, batch_size: int = 4096) -> ProbeEvaluation:
+        """Accuracy, per-class accuracy and predictions of every head on a test set.
+
+        X_test: (n, d) float features; y_test: (n,) integer labels in [0, C).
+        """
+        x, kind = float_matrix(X_test, "X_test")
+        x = x.to(self.weights.device, self.weights.dtype)
+        y = labels(y_test, x.shape[0], "y_test", x.device)
+        check_label_range(y, self.num_classes, "y_test")
+        pred = self._logits(x, batch_size).argmax(-1)  # (K, n)
+        correct = (pred == y[None, :]).double()
+        acc = correct.mean(1)
+        onehot = torch.nn.functional.one_hot(y, self.num_classes).double()  # (n, C)
+        counts = onehot.sum(0)
+        per_class = (correct @ onehot) / counts
+        per_class[:, counts == 0] = float("nan")
+        return ProbeEvaluation(from_torch(acc, kind), from_torch(per_class, kind), from_torch(pred, kind))
+
+
+def _width(subsets: Subsets, x: torch.Tensor) -> int:
+    if subsets.d is not None:
+        return subsets.d
+    if subsets.max_index >= x.shape[1]:
+        raise ValueError(f"X: subsets index feature {subsets.max_index}, X has {x.shape[1]} features")
+    return x.shape[1]

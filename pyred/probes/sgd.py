@@ -1,0 +1,144 @@
+"""The paper's probe recipe, for K heads at once: minibatch SGD on cross-entropy.
+
+Every head follows exactly the steps it would take alone -- torch's SGD
+(momentum, weight decay on weight and bias, no dampening), StepLR per epoch,
+one shared minibatch order -- so a head trained alone with the same seeds ends
+with the same weights (tests/test_probes.py checks this against plain torch).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from ..subsets import Subsets
+from .data import ProbeData
+from .layouts import choose_layout, make_layout
+from .progress import progress_bar
+
+DEFAULTS = dict(epochs=100, lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=256, lr_step=20, lr_gamma=0.1,
+                eval_every=5, layout="auto", init_seeds=None)
+
+
+def init_heads(subsets: Subsets, num_classes: int, seeds, dtype, device):
+    """Packed (nnz, C) weights and (K, C) biases as ``torch.nn.Linear(m_k, C)`` draws them under seeds[k]."""
+    Ws, bs = [], []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+        for m, s in zip(subsets.sizes.tolist(), seeds):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(s))
+                lin = torch.nn.Linear(m, num_classes)
+            Ws.append(lin.weight.detach().T)
+            bs.append(lin.bias.detach())
+    W = torch.cat(Ws).to(device, dtype) if Ws else torch.zeros(0, num_classes, dtype=dtype, device=device)
+    return W.contiguous(), torch.stack(bs).to(device, dtype)
+
+
+def check_options(opts: dict) -> dict:
+    unknown = set(opts) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"recipe 'sgd': unknown options {sorted(unknown)}; expected some of {sorted(DEFAULTS)}")
+    o = {**DEFAULTS, **opts}
+    for key in ("epochs", "batch_size", "lr_step", "eval_every"):
+        v = o[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{key}: expected a positive integer, got {v!r}")
+    for key in ("lr", "momentum", "weight_decay", "lr_gamma"):
+        v = o[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{key}: expected a finite number >= 0, got {v!r}")
+    return o
+
+
+def train_sgd(data: ProbeData, subsets: Subsets, seed: int, progress: bool, backend: str, **options):
+    o = check_options(options)
+    X, y, Xv, yv = data.X, data.y, data.X_val, data.y_val
+    device, dtype = X.device, X.dtype
+    n, d = X.shape
+    K, C = len(subsets), data.num_classes
+    S = subsets.to(device)
+    seeds = [seed + k for k in range(K)] if o["init_seeds"] is None else [int(s) for s in o["init_seeds"]]
+    if len(seeds) != K:
+        raise ValueError(f"init_seeds: expected {K} seeds (one per head), got {len(seeds)}")
+    layout_name = choose_layout(S, d, device) if o["layout"] == "auto" else o["layout"]
+    heads = make_layout(layout_name, S, d, backend)
+
+    W0, b = init_heads(subsets, C, seeds, dtype, device)
+    W = heads.from_packed(W0)
+    params, bufs = [W, b], [None, None]
+    best = [W.clone(), b.clone()]
+    best_acc = torch.full((K,), -1.0, dtype=torch.float64, device=device)
+    selected = torch.full((K,), -1, dtype=torch.int64)
+    val_hist, eval_epochs, loss_hist = [], [], torch.zeros(K, o["epochs"], dtype=torch.float64)
+    order_gen = torch.Generator().manual_seed(seed)
+    bs, wd, mom = o["batch_size"], o["weight_decay"], o["momentum"]
+
+    bar = progress_bar(range(o["epochs"]), progress, desc=f"sgd: {K} heads ({layout_name})", unit="epoch")
+    for epoch in bar:
+        lr = o["lr"] * o["lr_gamma"] ** (epoch // o["lr_step"])
+        order = torch.randperm(n, generator=order_gen).to(device)
+        loss_sum = torch.zeros(K, dtype=torch.float64, device=device)
+        for start in range(0, n, bs):
+            idx = order[start:start + bs]
+            Xb, yb = X[idx], y[idx]
+            batch = heads.batch(Xb)
+            z = heads.logits(batch, params[0]).add_(params[1][:, None, :])
+            G, lse = softmax_and_logsumexp(z)
+            rows = torch.arange(len(yb), device=device)
+            loss_sum += (lse - z[:, rows, yb]).sum(1, dtype=torch.float64)  # cross-entropy per head
+            G[:, rows, yb] -= 1.0
+            G /= len(yb)  # d(mean cross-entropy)/d(logits)
+            grads = [heads.weight_grad(batch, G), G.sum(1)]
+            for i, (p, g) in enumerate(zip(params, grads)):  # torch.optim.SGD, dampening 0, no Nesterov
+                if wd:
+                    g = g.add(p, alpha=wd)
+                if mom:
+                    if bufs[i] is None:
+                        bufs[i] = g.clone()
+                    else:
+                        bufs[i].mul_(mom).add_(g)
+                    g = bufs[i]
+                p.add_(g, alpha=-lr)
+        loss_hist[:, epoch] = (loss_sum / n).cpu()
+        if Xv is not None and (epoch + 1) % o["eval_every"] == 0:
+            acc = accuracy(heads, params, Xv, yv)
+            val_hist.append(acc.cpu())
+            eval_epochs.append(epoch + 1)
+            better = acc > best_acc  # strict: ties keep the earlier epoch
+            if bool(better.any()):
+                heads.copy_heads(best[0], params[0], better)
+                best[1][better] = params[1][better]
+                best_acc = torch.where(better, acc, best_acc)
+                selected[better.cpu()] = epoch + 1
+            if progress:
+                bar.set_postfix(val_acc=f"{float(acc.mean()):.3f}")
+    if Xv is None or not eval_epochs:
+        best = params  # no validation: the last epoch's weights
+    return dict(weights=heads.to_packed(best[0]).contiguous(), biases=best[1], selected_epoch=selected,
+                val_accuracy=torch.stack(val_hist, 1) if val_hist else None, eval_epochs=eval_epochs,
+                train_loss=loss_hist, init_seeds=torch.tensor(seeds, dtype=torch.int64),
+                options={**o, "layout": layout_name})
+
+
+def softmax_and_logsumexp(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(z) and logsumexp(z) over the last (class) axis of (K, B, C) logits.
+
+    Written out because torch's fused kernels are slow for a last axis of ~10
+    classes (measured 1.4 ms against 0.34 ms for (71, 256, 10) here).
+    """
+    m = z.amax(-1, keepdim=True)
+    e = (z - m).exp_()
+    s = e.sum(-1, keepdim=True)
+    return e.div_(s), (s.log_() + m).squeeze(-1)
+
+
+def accuracy(heads, params, X: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """(K,) float64 accuracy of every head on (X, y)."""
+    correct = torch.zeros(params[1].shape[0], dtype=torch.float64, device=X.device)
+    for s in range(0, X.shape[0], chunk):
+        logits = heads.logits(heads.batch(X[s:s + chunk]), params[0]) + params[1][:, None, :]
+        correct += (logits.argmax(-1) == y[s:s + chunk][None, :]).sum(1)
+    return correct / max(1, X.shape[0])

@@ -1,0 +1,174 @@
+import numpy as np
+import pytest
+import torch
+
+import pyred
+from conftest import DEVICES
+from pyred.probes.reference import train_heads_one_by_one
+
+
+def teacher_data(rng, n, d, C, noise=0.5, mean=1.0):
+    """Learnable labels: a random linear teacher with noise, on non-centred features."""
+    X = rng.normal(size=(n, d)) + mean
+    T = rng.normal(size=(d, C))
+    y = np.argmax((X - mean) @ T + noise * rng.normal(size=(n, C)), axis=1)
+    return X, y
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["gathered", "masked"])
+def test_batched_sgd_equals_independent_trainings(rng, device, layout):
+    n, d, C = 330, 12, 3
+    X, y = teacher_data(rng, n + 100 + 200, d, C)
+    Xtr, ytr, Xv, yv, Xte, yte = X[:n], y[:n], X[n:n + 100], y[n:n + 100], X[n + 100:], y[n + 100:]
+    perm = rng.permutation(d)
+    subsets = [[], perm[:1], perm[:5], np.arange(d), perm[:5], rng.permutation(d)[:7]]
+    opts = dict(epochs=12, lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=32, lr_step=5, eval_every=3)
+    res = pyred.train_probes(torch.tensor(Xtr, device=device), torch.tensor(ytr, device=device), subsets,
+                             X_val=torch.tensor(Xv, device=device), y_val=torch.tensor(yv, device=device),
+                             seed=7, progress=False, layout=layout, **opts)
+    assert res.options["layout"] == layout
+    ref = train_heads_one_by_one(Xtr, ytr, Xv, yv, subsets, C, seed=7, init_seeds=res.init_seeds.tolist(), **opts)
+    assert res.init_seeds.tolist() == [7 + k for k in range(len(subsets))]
+    ev = res.evaluate(torch.tensor(Xte, device=device), torch.tensor(yte, device=device))
+    for k, ((W, b), epoch) in enumerate(ref):
+        _, Wk, bk = res.head(k)
+        assert int(res.selected_epoch[k]) == epoch
+        torch.testing.assert_close(Wk.cpu(), W, rtol=1e-4, atol=1e-10)
+        torch.testing.assert_close(bk.cpu(), b, rtol=1e-4, atol=1e-10)
+        S = np.asarray(subsets[k], dtype=np.int64)
+        acc = ((Xte[:, S] @ W.numpy() + b.numpy()).argmax(1) == yte).mean()
+        assert float(ev.accuracy[k]) == pytest.approx(acc, abs=1e-12)
+    assert res.val_accuracy.shape == (len(subsets), 4) and res.eval_epochs == [3, 6, 9, 12]
+    assert res.train_loss.shape == (len(subsets), 12)
+
+
+def test_float32_gathered_and_masked_agree(rng):
+    X, y = teacher_data(rng, 600, 30, 4)
+    S = pyred.draw_subsets(30, [0.1, 0.5, 1.0], [1, 2])
+    kw = dict(epochs=6, eval_every=2, progress=False, seed=3)
+    a = pyred.train_probes(X.astype(np.float32), y, S, layout="gathered", **kw)
+    b = pyred.train_probes(X.astype(np.float32), y, S, layout="masked", **kw)
+    torch.testing.assert_close(a.weights, b.weights, rtol=1e-4, atol=1e-5)
+    assert a.selected_epoch.tolist() == b.selected_epoch.tolist()
+
+
+def test_lbfgs_agrees_with_scikit_learn(rng):
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    X, y = teacher_data(rng, 700, 10, 3, noise=1.0)
+    Xtr, ytr, Xte, yte = X[:500], y[:500], X[500:], y[500:]
+    subsets = [rng.permutation(10)[:3], rng.permutation(10)[:6], np.arange(10)]
+    res = pyred.train_probes(Xtr, ytr, subsets, recipe="lbfgs", C=0.5, max_iter=500, tol=1e-10, progress=False)
+    ev = res.evaluate(Xte, yte)
+    for k, S in enumerate(subsets):
+        clf = sklearn.LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(Xtr[:, S], ytr)
+        assert abs(float(ev.accuracy[k]) - clf.score(Xte[:, S], yte)) <= 0.005
+        _, W, b = res.head(k)
+        # softmax parameters are defined up to a per-feature shift across classes: compare centred
+        Wc = W.numpy() - W.numpy().mean(1, keepdims=True)
+        Sc = clf.coef_.T - clf.coef_.T.mean(1, keepdims=True)
+        np.testing.assert_allclose(Wc, Sc, rtol=1e-3, atol=1e-4)
+
+
+def test_ridge_equals_explicit_solves(rng):
+    X, y = teacher_data(rng, 500, 15, 4)
+    Xtr, ytr, Xv, yv = X[:400], y[:400], X[400:], y[400:]
+    subsets = [[], rng.permutation(15)[:4], rng.permutation(15)[:4], np.arange(15)]
+    alphas = (0.1, 10.0, 1000.0)
+    res = pyred.train_probes(Xtr, ytr, subsets, recipe="ridge", X_val=Xv, y_val=yv, alphas=alphas, progress=False)
+    Y = np.eye(4)[ytr]
+    mu, ybar = Xtr.mean(0), Y.mean(0)
+    for k, S in enumerate(subsets):
+        S = np.asarray(S, dtype=np.int64)
+        _, W, b = res.head(k)
+        if len(S) == 0:
+            np.testing.assert_allclose(b.numpy(), ybar, rtol=1e-12)
+            continue
+        Xc = Xtr[:, S] - mu[S]
+        accs = []
+        for a in alphas:
+            Wa = np.linalg.solve(Xc.T @ Xc + a * np.eye(len(S)), Xc.T @ (Y - ybar))
+            accs.append((((Xv[:, S] - mu[S]) @ Wa + ybar).argmax(1) == yv).mean())
+        a = alphas[int(np.argmax(accs))]
+        assert float(res.alpha[k]) == a
+        Wa = np.linalg.solve(Xc.T @ Xc + a * np.eye(len(S)), Xc.T @ (Y - ybar))
+        np.testing.assert_allclose(W.numpy(), Wa, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(b.numpy(), ybar - mu[S] @ Wa, rtol=1e-6, atol=1e-9)
+
+
+def test_evaluate_reports_per_class_accuracy(rng):
+    X, y = teacher_data(rng, 400, 8, 3)
+    res = pyred.train_probes(X[:300], y[:300], [[0, 1], list(range(8)), []], recipe="ridge", progress=False)
+    ev = res.evaluate(X[300:], y[300:])
+    assert isinstance(ev.accuracy, np.ndarray) and ev.predictions.shape == (3, 100)
+    for k in range(3):
+        pred = ev.predictions[k]
+        for c in range(3):
+            mask = y[300:] == c
+            assert ev.per_class_accuracy[k, c] == pytest.approx((pred[mask] == c).mean())
+        assert ev.accuracy[k] == pytest.approx((pred == y[300:]).mean())
+    assert len(set(ev.predictions[2].tolist())) == 1  # the bias-only head predicts one class
+    missing = res.evaluate(X[300:][y[300:] != 2], y[300:][y[300:] != 2])
+    assert np.isnan(missing.per_class_accuracy[:, 2]).all()
+
+
+def test_default_validation_split_is_the_reference_90_10(rng):
+    X, y = teacher_data(rng, 200, 6, 2)
+    res = pyred.train_probes(X, y, [[0, 1, 2]], epochs=5, eval_every=5, progress=False)
+    assert res.val_accuracy.shape == (1, 1)
+    tr, va = pyred.probes.data.split_train_val(200)
+    assert len(tr) == 180 and len(va) == 20 and set(tr.tolist()).isdisjoint(va.tolist())
+
+
+def test_bad_input_errors(rng):
+    X, y = teacher_data(rng, 50, 5, 3)
+    S = [[0, 1]]
+    cases = [
+        (dict(y_train=np.full(50, 3), num_classes=3), ValueError, r"y_train: label 3 is outside \[0, 3\)"),
+        (dict(y_train=-y - 1), ValueError, "y_train: label -. is negative"),
+        (dict(y_train=y + 0.5), TypeError, "y_train: labels must be integers"),
+        (dict(y_train=np.zeros(50, dtype=int)), ValueError, "num_classes: a probe needs at least 2 classes"),
+        (dict(y_train=np.r_[np.zeros(49, dtype=int), [0]], num_classes=3), ValueError, "all training labels are the same"),
+        (dict(y_train=y[:40]), ValueError, "y_train: expected 50 labels"),
+        (dict(X_train=np.where(np.arange(250).reshape(50, 5) == 17, np.nan, X)), ValueError,
+         r"X_train: contains a non-finite value \(nan\) at \(row, column\) = \(3, 2\)"),
+        (dict(X_train=X[:0], y_train=y[:0]), ValueError, "X_train: expected at least one sample"),
+        (dict(recipe="adam"), ValueError, "recipe: expected one of"),
+        (dict(epochs=0), ValueError, "epochs: expected a positive integer"),
+        (dict(lr=-1.0), ValueError, "lr: expected a finite number"),
+        (dict(momentom=0.9), TypeError, "unknown options"),
+        (dict(X_val=X), ValueError, "X_val and y_val: give both or neither"),
+        (dict(X_val=X[:, :4], y_val=y), ValueError, "X_val: expected 5 features"),
+        (dict(subsets=[[0, 9]]), IndexError, "index 9 is out of range"),
+        (dict(recipe="lbfgs", C=0.0), ValueError, "C: expected a positive number"),
+        (dict(recipe="ridge", alphas=[]), ValueError, "alphas: expected a non-empty list"),
+        (dict(init_seeds=[1, 2]), ValueError, "init_seeds: expected 1 seeds"),
+        (dict(layout="sparse"), ValueError, "layout: expected"),
+    ]
+    for override, exc, match in cases:
+        kw = dict(X_train=X, y_train=y, subsets=S, progress=False, epochs=1)
+        kw.update(override)
+        if kw.get("recipe") in ("lbfgs", "ridge"):
+            kw.pop("epochs")
+        with pytest.raises(exc, match=match):
+            pyred.train_probes(kw.pop("X_train"), kw.pop("y_train"), kw.pop("subsets"), **kw)
+    res = pyred.train_probes(X, y, S, epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"y_test: label 7 is outside"):
+        res.evaluate(X, np.full(50, 7))
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+def test_masked_dense_baseline_agrees_with_one_by_one(rng):
+    """The benchmarks' dense baseline trains the same heads as the plain per-head loop."""
+    from pyred.probes.reference import train_heads_masked_dense
+
+    X, y = teacher_data(rng, 300, 9, 3)
+    subsets = [[], rng.permutation(9)[:4], np.arange(9)]
+    opts = dict(epochs=6, batch_size=32, lr_step=3, eval_every=2)
+    a = train_heads_one_by_one(X[:250], y[:250], X[250:], y[250:], subsets, 3, seed=1, **opts)
+    b = train_heads_masked_dense(X[:250], y[:250], X[250:], y[250:], subsets, 3, seed=1, **opts)
+    for ((Wa, ba), ea), ((Wb, bb), eb) in zip(a, b):
+        assert ea == eb
+        torch.testing.assert_close(Wa, Wb, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(ba, bb, rtol=1e-6, atol=1e-9)
