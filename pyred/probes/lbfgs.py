@@ -15,7 +15,7 @@ import torch
 from ..ops.heads import features_major, forward_xt, weight_grad_xt
 from ..subsets import Subsets
 from .data import ProbeData
-from .progress import progress_bar
+from ..progress import progress_bar
 
 DEFAULTS = dict(C=1.0, max_iter=100, tol=1e-6, dtype=None)
 

@@ -17,7 +17,7 @@ import torch
 from ..gram import GramStats
 from ..subsets import Subsets
 from .data import ProbeData
-from .progress import progress_bar
+from ..progress import progress_bar
 
 DEFAULTS = dict(alphas=(1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5))
 

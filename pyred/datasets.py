@@ -1,0 +1,266 @@
+"""Image datasets with the paper's splits, behind a registry.
+
+``load(name, split)`` returns a :class:`LabeledImages`: an indexable dataset of
+(image, label) pairs (PIL RGB images, or whatever ``transform`` makes of them)
+with ``targets`` (int64, known without decoding images), ``classes`` and
+``name``/``split``. Splits: "train", "val", "test", and "trainval" (train + val).
+Where a dataset has no official validation split, "val" is a fixed-seed 10 %
+of the official training split (the reference code's 90/10 ``random_split``
+with seed 0) and "train" the other 90 %.
+
+Built in: "digits" (scikit-learn's bundled 8x8 digits; no official split, so a
+fixed-seed 20 % is the test split), "fashion-mnist" (idx files from ``root``,
+from Debian's /usr/share/datasets/fashion-mnist, or torchvision's download),
+"cifar10", "cifar100", "flowers102", "oxford-pets" (torchvision; downloaded
+when ``download=True``), and "folder" (an image folder per class under
+``root``/<split>, torchvision's ImageFolder layout).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+SPLITS = ("train", "val", "test", "trainval")
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot")
+
+
+class LabeledImages(torch.utils.data.Dataset):
+    """Images (by index into ``source``) with integer labels.
+
+    source: an indexable whose item i is a PIL image, or a (PIL image, label) pair.
+    indices: which items of ``source`` form this split; targets: their labels.
+    """
+
+    def __init__(self, source: Any, indices: Sequence[int], targets: Sequence[int], classes: Sequence[str],
+                 name: str, split: str, transform: Callable | None = None, to_image: Callable | None = None):
+        self.source, self.indices = source, np.asarray(indices, dtype=np.int64)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        if len(self.targets) != len(self.indices):
+            raise ValueError("targets: one label per index expected")
+        self.classes, self.name, self.split = list(classes), name, split
+        self.transform, self._to_image = transform, to_image
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        item = self.source[int(self.indices[i])]
+        image = item[0] if isinstance(item, tuple) else item
+        if self._to_image is not None:
+            image = self._to_image(image)
+        if hasattr(image, "mode") and image.mode != "RGB":
+            image = image.convert("RGB")  # grayscale -> 3 channels
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.targets[i])
+
+    def with_transform(self, transform: Callable | None) -> "LabeledImages":
+        """The same split, producing ``transform(image)``."""
+        return LabeledImages(self.source, self.indices, self.targets, self.classes, self.name, self.split,
+                             transform, self._to_image)
+
+    def describe(self) -> str:
+        return f"{self.name}/{self.split} ({len(self)} images, {len(self.classes)} classes)"
+
+
+_REGISTRY: dict[str, Callable[..., LabeledImages]] = {}
+
+
+def register_dataset(name: str):
+    """Decorator: ``fn(split, root, download) -> LabeledImages`` becomes ``load(name, ...)``."""
+
+    def wrap(fn):
+        _REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def load(name: str, split: str, root: str | os.PathLike | None = None, download: bool = False) -> LabeledImages:
+    """One split of a registered dataset (see the module docstring)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"dataset: unknown {name!r}; available: {available()}")
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+    return _REGISTRY[name](split, None if root is None else os.fspath(root), download)
+
+
+def train_val_indices(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The reference code's split of an official training set: randperm(n) under seed 0; first 90 % train."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    cut = int(0.9 * n)
+    return perm[:cut], perm[cut:]
+
+
+def _pick(split: str, n_train: int, test_indices: np.ndarray | None):
+    """Indices of `split` given an official training set of n_train items (and the test items)."""
+    if split == "test":
+        return test_indices
+    if split == "trainval":
+        return np.arange(n_train)
+    tr, va = train_val_indices(n_train)
+    return tr if split == "train" else va
+
+
+def _gray_to_pil(a: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(np.ascontiguousarray(a))  # uint8 (H, W): mode "L"
+
+
+@register_dataset("digits")
+def _digits(split: str, root, download) -> LabeledImages:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = (d.images * (255.0 / 16.0)).round().astype(np.uint8)  # 0..16 -> 0..255
+    targets = d.target.astype(np.int64)
+    perm = np.random.default_rng(0).permutation(len(targets))
+    n_test = len(targets) // 5
+    trainval, test = perm[n_test:], perm[:n_test]
+    if split == "test":
+        idx = test
+    else:
+        idx = trainval[_pick(split, len(trainval), None)]
+    return LabeledImages(images, idx, targets[idx], [str(c) for c in range(10)], "digits", split,
+                         to_image=_gray_to_pil)
+
+
+def read_idx(path: str) -> np.ndarray:
+    """An idx file (optionally gzipped) as a numpy array."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8:
+        raise ValueError(f"{path}: not an idx file of unsigned bytes")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: expected {int(np.prod(shape))} values for shape {shape}, found {body.size}")
+    return body.reshape(shape)
+
+
+def _find_fashion(root) -> str | None:
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    dirs = ([root, os.path.join(root, "FashionMNIST", "raw")] if root else []) + list(FASHION_MNIST_DIRS)
+    for d in dirs:
+        if all(os.path.exists(os.path.join(d, n + ".gz")) or os.path.exists(os.path.join(d, n)) for n in names):
+            return d
+    return None
+
+
+@register_dataset("fashion-mnist")
+def _fashion(split: str, root, download) -> LabeledImages:
+    d = _find_fashion(root)
+    if d is None and download:
+        import torchvision
+
+        torchvision.datasets.FashionMNIST(root or ".", train=True, download=True)
+        torchvision.datasets.FashionMNIST(root or ".", train=False, download=True)
+        d = _find_fashion(root or ".")
+    if d is None:
+        looked = ([root] if root else []) + list(FASHION_MNIST_DIRS)
+        raise FileNotFoundError(f"fashion-mnist: the idx files were not found in {looked}. Get them with "
+                                "'apt-get install dataset-fashion-mnist' (Debian), or pass download=True "
+                                "(torchvision, needs network) or root= a folder holding them")
+
+    def path(n):
+        return os.path.join(d, n + ".gz") if os.path.exists(os.path.join(d, n + ".gz")) else os.path.join(d, n)
+
+    if split == "test":
+        images, labels = read_idx(path("t10k-images-idx3-ubyte")), read_idx(path("t10k-labels-idx1-ubyte"))
+        idx = np.arange(len(labels))
+    else:
+        images, labels = read_idx(path("train-images-idx3-ubyte")), read_idx(path("train-labels-idx1-ubyte"))
+        idx = _pick(split, len(labels), None)
+    return LabeledImages(images, idx, labels[idx].astype(np.int64), FASHION_MNIST_CLASSES, "fashion-mnist", split,
+                         to_image=_gray_to_pil)
+
+
+def _torchvision(name: str, make: Callable, targets_of: Callable, has_val: bool, split: str, root, download):
+    root = root or os.path.expanduser("~/.cache/pyred/datasets")
+    try:
+        if has_val:  # Flowers102: official train / val / test
+            parts = {"train": ["train"], "val": ["val"], "test": ["test"], "trainval": ["train", "val"]}[split]
+            sources = [make(root, p, download) for p in parts]
+            source = torch.utils.data.ConcatDataset(sources)
+            targets = np.concatenate([np.asarray(targets_of(s)) for s in sources])
+            idx = np.arange(len(targets))
+        else:
+            source = make(root, "test" if split == "test" else "train", download)
+            targets = np.asarray(targets_of(source))
+            idx = np.arange(len(targets)) if split == "test" else _pick(split, len(targets), None)
+    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
+        raise FileNotFoundError(f"{name}: not found under {root} ({exc}). Pass download=True (needs network) or "
+                                f"root= the folder holding torchvision's copy") from exc
+    classes = getattr(source, "classes", None) or getattr(getattr(source, "datasets", [None])[0], "classes", None)
+    classes = classes or [str(c) for c in range(int(targets.max()) + 1)]
+    return LabeledImages(source, idx, targets[idx], classes, name, split)
+
+
+def _tv(cls_name: str, split_kw: str):
+    def make(root, part, download):
+        import torchvision
+
+        cls = getattr(torchvision.datasets, cls_name)
+        if split_kw == "train":
+            return cls(root, train=(part == "train"), download=download)
+        return cls(root, split=part, download=download)
+
+    return make
+
+
+register_dataset("cifar10")(lambda s, r, dl: _torchvision("cifar10", _tv("CIFAR10", "train"), lambda d: d.targets,
+                                                          False, s, r, dl))
+register_dataset("cifar100")(lambda s, r, dl: _torchvision("cifar100", _tv("CIFAR100", "train"), lambda d: d.targets,
+                                                           False, s, r, dl))
+register_dataset("flowers102")(lambda s, r, dl: _torchvision("flowers102", _tv("Flowers102", "split"),
+                                                             lambda d: d._labels, True, s, r, dl))
+
+
+def _pets(root, part, download):
+    import torchvision
+
+    return torchvision.datasets.OxfordIIITPet(root, split="test" if part == "test" else "trainval",
+                                              download=download)
+
+
+register_dataset("oxford-pets")(lambda s, r, dl: _torchvision("oxford-pets", _pets, lambda d: d._labels, False,
+                                                              s, r, dl))
+
+
+@register_dataset("folder")
+def _folder(split: str, root, download) -> LabeledImages:
+    """root/train, root/test and optionally root/val, each with one subfolder of images per class.
+    Without root/val, "val" is a fixed-seed 10 % of root/train and "train" the rest."""
+    import torchvision
+
+    if root is None:
+        raise ValueError("folder: pass root= a directory with one subfolder per split (train/, test/, optionally "
+                         "val/), each holding one subfolder of images per class")
+    has_val = os.path.isdir(os.path.join(root, "val"))
+    parts = {"test": ["test"], "train": ["train"], "val": ["val" if has_val else "train"],
+             "trainval": ["train", "val"] if has_val else ["train"]}[split]
+    for part in parts:
+        if not os.path.isdir(os.path.join(root, part)):
+            raise FileNotFoundError(f"folder: no {os.path.join(root, part)} (expected {root}/<split>/<class>/<image>)")
+    sources = [torchvision.datasets.ImageFolder(os.path.join(root, p)) for p in parts]
+    source = sources[0] if len(sources) == 1 else torch.utils.data.ConcatDataset(sources)
+    targets = np.concatenate([np.asarray(s.targets) for s in sources])
+    if split in ("train", "val") and not has_val:
+        idx = _pick(split, len(targets), None)
+    else:
+        idx = np.arange(len(targets))
+    return LabeledImages(source, idx, targets[idx], sources[0].classes, f"folder:{os.path.abspath(root)}", split)
