@@ -124,15 +124,23 @@ class Backbone(nn.Module):
                                    transforms.Normalize(cfg["mean"], cfg["std"])])
 
     def weights_digest(self) -> str:
-        """sha256 over the names, shapes and bytes of every tensor in the state dict."""
+        """sha256 over the names, shapes and bytes of every tensor in the state dict.
+
+        Cached until a tensor is modified in place (torch's version counters tell).
+        """
         import hashlib
 
+        state = self.model.state_dict()
+        stamp = tuple((k, v.data_ptr(), v._version) for k, v in state.items())
+        if getattr(self, "_digest", (None, None))[0] == stamp:
+            return self._digest[1]
         h = hashlib.sha256()
-        for k, v in self.model.state_dict().items():
+        for k, v in state.items():
             h.update(k.encode())
             h.update(str(tuple(v.shape)).encode())
             h.update(v.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()
+        self._digest = (stamp, h.hexdigest())
+        return self._digest[1]
 
 
 def pool_output(out: torch.Tensor, pool: str) -> torch.Tensor:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 SPLITS = ("train", "val", "test", "trainval")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
@@ -55,7 +56,7 @@ class LabeledImages(torch.utils.data.Dataset):
         image = item[0] if isinstance(item, tuple) else item
         if self._to_image is not None:
             image = self._to_image(image)
-        if hasattr(image, "mode") and image.mode != "RGB":
+        if isinstance(image, Image.Image) and image.mode != "RGB":
             image = image.convert("RGB")  # grayscale -> 3 channels
         if self.transform is not None:
             image = self.transform(image)
@@ -114,8 +115,6 @@ def _pick(split: str, n_train: int, test_indices: np.ndarray | None):
 
 
 def _gray_to_pil(a: np.ndarray):
-    from PIL import Image
-
     return Image.fromarray(np.ascontiguousarray(a))  # uint8 (H, W): mode "L"
 
 

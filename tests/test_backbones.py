@@ -161,3 +161,12 @@ def test_transforms():
     paper = bb.transform(paper=True)
     assert paper(img).shape == (3, 224, 224)
     assert "Resize(size=224" in repr(paper) and "CenterCrop(size=(224, 224))" in repr(paper)
+
+
+def test_weights_digest_follows_in_place_changes():
+    bb = Backbone("resnet18", pretrained=False)
+    before = bb.weights_digest()
+    assert bb.weights_digest() == before
+    with torch.no_grad():
+        bb.model.fc.weight[0, 0] += 1.0
+    assert bb.weights_digest() != before
