@@ -109,7 +109,7 @@ def extract_features(backbone, dataset, *, batch_size: int | None = None, device
     if cache_dir is None:
         X = run.features(0, len(data), desc=f"features {meta['model']} {dataset.describe()}")
         return FeatureSet(X, np.asarray(dataset.targets, dtype=np.int64), classes, {**meta, "cache": "none"}, None)
-    folder = os.path.join(os.fspath(cache_dir), _slug(f"{meta['model']}-{dataset.name}-{dataset.split}"), key)
+    folder = os.path.join(os.path.expanduser(os.fspath(cache_dir)), _slug(f"{meta['model']}-{dataset.name}-{dataset.split}"), key)
     os.makedirs(folder, exist_ok=True)
     cached = _load_complete(folder)
     if cached is not None:
