@@ -1,0 +1,7 @@
+"""``python -m pyred`` (and ``torchrun -m pyred run CONFIG``) is the ``pyred`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main(sys.argv[1:]))
