@@ -191,6 +191,8 @@ def _dist():
         return 0, 1, False
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         dist.init_process_group(backend)
         return dist.get_rank(), dist.get_world_size(), True
     return dist.get_rank(), dist.get_world_size(), False
@@ -201,6 +203,10 @@ def run(cfg: SweepConfig, progress: bool = True) -> str:
     import torch.distributed as dist
 
     rank, world, owns_group = _dist()
+    if world > 1 and cfg.device in ("cuda", "gpu") and torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count()
+        torch.cuda.set_device(local)
+        cfg = dataclasses.replace(cfg, device=f"cuda:{local}")  # one GPU per rank
     out = os.path.abspath(cfg.out)
     store = ResultStore(os.path.join(out, "results.sqlite")) if rank == 0 else None
     try:
