@@ -101,14 +101,19 @@ def write_report(out: str) -> str:
         plt.close(fig)
         os.replace(tmp, os.path.join(out, name))
 
+    def band(ax, g, key, upper):
+        """Mean line with a +- std band over seeds, for fractions in (0, upper]."""
+        f, m, s = (np.array(g[key][k]) for k in ("fraction", "mean", "std"))
+        keep = (f > 0) & (f <= upper)
+        line, = ax.plot(f[keep], m[keep], marker="o", ms=3, label=label(g))
+        ax.fill_between(f[keep], (m - s)[keep], (m + s)[keep], color=line.get_color(), alpha=0.2)
+        return line
+
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for g in groups:
         if "accuracy" not in g:
             continue
-        f, m, s = (np.array(g["accuracy"][k]) for k in ("fraction", "mean", "std"))
-        keep = (f > 0) & (f < 1)
-        line, = ax.plot(f[keep], m[keep], marker="o", ms=3, label=label(g))
-        ax.fill_between(f[keep], (m - s)[keep], (m + s)[keep], color=line.get_color(), alpha=0.2)
+        line = band(ax, g, "accuracy", upper=0.999)
         if "full_accuracy" in g:
             ax.axhline(g["full_accuracy"], color=line.get_color(), ls="--", lw=1)
     ax.set(xscale="log", xlabel="fraction of neurons", ylabel="test accuracy",
@@ -119,10 +124,7 @@ def write_report(out: str) -> str:
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for g in groups:
         if "cka" in g:
-            f, m, s = (np.array(g["cka"][k]) for k in ("fraction", "mean", "std"))
-            keep = f > 0
-            line, = ax.plot(f[keep], m[keep], marker="o", ms=3, label=label(g))
-            ax.fill_between(f[keep], (m - s)[keep], (m + s)[keep], color=line.get_color(), alpha=0.2)
+            band(ax, g, "cka", upper=1.0)
     ax.set(xscale="log", xlabel="fraction of neurons", ylabel="linear CKA with the full layer",
            title="CKA(subset, full layer)")
     ax.legend(fontsize=7)

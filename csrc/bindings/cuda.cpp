@@ -35,12 +35,7 @@ void segment_sums(std::uintptr_t values, int64_t values_count, int dtype, int64_
                   std::uintptr_t indices, int64_t nnz, std::uintptr_t offsets, int64_t num_offsets,
                   std::uintptr_t out, int64_t out_count, std::uintptr_t stream) {
   const DType dt = dtype_from_code(dtype);
-  check_sizes(M, d);
-  expect_count("values", values_count, M * d);
-  expect_pointer("values", values, values_count);
-  const IndexLists L = make_lists("subsets", indices, nnz, offsets, num_offsets);
-  expect_count("out", out_count, L.num_lists * M);
-  expect_pointer("out", out, out_count);
+  const IndexLists L = segment_args(values, values_count, M, d, indices, nnz, offsets, num_offsets, out, out_count);
   expect_device("values", values, values_count);
   expect_device("indices", indices, nnz);
   expect_device("offsets", offsets, num_offsets);
@@ -54,16 +49,9 @@ void block_sums(std::uintptr_t mats, int64_t mats_count, int dtype, int64_t M, i
                 std::uintptr_t col_indices, int64_t col_nnz, std::uintptr_t col_offsets, int64_t col_num_offsets,
                 int64_t max_rows, std::uintptr_t out, int64_t out_count, std::uintptr_t stream) {
   const DType dt = dtype_from_code(dtype);
-  check_sizes(M, d);
-  expect_count("mats", mats_count, M * d * d);
-  expect_pointer("mats", mats, mats_count);
-  const IndexLists R = make_lists("rows", row_indices, row_nnz, row_offsets, row_num_offsets);
-  const IndexLists C = make_lists("cols", col_indices, col_nnz, col_offsets, col_num_offsets);
-  expect(R.num_lists == C.num_lists, "rows and cols must hold the same number of lists, got " +
-                                         std::to_string(R.num_lists) + " and " + std::to_string(C.num_lists));
+  const auto [R, C] = block_args(mats, mats_count, M, d, row_indices, row_nnz, row_offsets, row_num_offsets,
+                                 col_indices, col_nnz, col_offsets, col_num_offsets, out, out_count);
   expect(max_rows >= 0, "max_rows must be >= 0");
-  expect_count("out", out_count, R.num_lists * M);
-  expect_pointer("out", out, out_count);
   expect_device("mats", mats, mats_count);
   expect_device("row_indices", row_indices, row_nnz);
   expect_device("row_offsets", row_offsets, row_num_offsets);
@@ -76,16 +64,11 @@ void block_sums(std::uintptr_t mats, int64_t mats_count, int dtype, int64_t M, i
 
 IndexLists head_lists(int64_t XT_count, int64_t B, int64_t ldx, int64_t d, std::uintptr_t XT, std::uintptr_t indices,
                       int64_t nnz, std::uintptr_t offsets, int64_t num_offsets, int64_t C) {
-  expect(B >= 0, "B (batch rows) must be >= 0, got " + std::to_string(B));
-  expect(ldx >= B, "ldx (row length of XT) must be >= B, got " + std::to_string(ldx));
-  expect(d >= 1, "d (width) must be >= 1, got " + std::to_string(d));
-  expect(C >= 1, "C (classes) must be >= 1, got " + std::to_string(C));
-  expect_count("XT", XT_count, d * ldx);
-  expect_pointer("XT", XT, XT_count);
+  const IndexLists L = head_args(XT, XT_count, B, ldx, d, indices, nnz, offsets, num_offsets, C);
   expect_device("XT", XT, XT_count);
   expect_device("indices", indices, nnz);
   expect_device("offsets", offsets, num_offsets);
-  return make_lists("subsets", indices, nnz, offsets, num_offsets);
+  return L;
 }
 
 void gathered_forward(std::uintptr_t XT, int64_t XT_count, int dtype, int64_t B, int64_t ldx, int64_t d, std::uintptr_t indices,

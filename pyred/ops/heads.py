@@ -18,7 +18,7 @@ import torch
 from .. import _native
 from ..subsets import Subsets, as_subsets
 from .arrays import as_float, from_torch, to_torch
-from .reductions import _addr, _check_backend, _native_for, _DTYPE_CODE
+from .reductions import _DTYPE_CODE, _addr, _check_backend, _native_for, call_native
 
 
 # -- pure-torch references (fallback and test oracle) ----------------------------------------
@@ -72,13 +72,8 @@ def forward_xt(XT, indices, offsets, W, backend="auto"):
     d, B, ldx = _xt_args(XT)
     C = W.shape[1]
     out = XT.new_empty(offsets.numel() - 1, B, C)
-    args = (_addr(XT), d * ldx, _DTYPE_CODE[XT.dtype], B, ldx, d, _addr(indices), indices.numel(),
-            _addr(offsets), offsets.numel(), _addr(W), W.numel(), C, _addr(out), out.numel())
-    if XT.is_cuda:
-        with torch.cuda.device(XT.device):
-            module.gathered_forward(*args, torch.cuda.current_stream(XT.device).cuda_stream)
-    else:
-        module.gathered_forward(*args)
+    call_native(module, "gathered_forward", XT, _addr(XT), d * ldx, _DTYPE_CODE[XT.dtype], B, ldx, d, _addr(indices),
+                indices.numel(), _addr(offsets), offsets.numel(), _addr(W), W.numel(), C, _addr(out), out.numel())
     return out
 
 
@@ -90,13 +85,9 @@ def weight_grad_xt(XT, indices, offsets, G, backend="auto"):
     d, B, ldx = _xt_args(XT)
     C = G.shape[2]
     dW = XT.new_empty(indices.numel(), C)
-    args = (_addr(XT), d * ldx, _DTYPE_CODE[XT.dtype], B, ldx, d, _addr(indices), indices.numel(),
-            _addr(offsets), offsets.numel(), _addr(G), G.numel(), C, _addr(dW), dW.numel())
-    if XT.is_cuda:
-        with torch.cuda.device(XT.device):
-            module.gathered_weight_grad(*args, torch.cuda.current_stream(XT.device).cuda_stream)
-    else:
-        module.gathered_weight_grad(*args)
+    call_native(module, "gathered_weight_grad", XT, _addr(XT), d * ldx, _DTYPE_CODE[XT.dtype], B, ldx, d,
+                _addr(indices), indices.numel(), _addr(offsets), offsets.numel(), _addr(G), G.numel(), C, _addr(dW),
+                dW.numel())
     return dW
 
 

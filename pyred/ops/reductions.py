@@ -61,19 +61,23 @@ def _addr(t: torch.Tensor) -> int:
     return t.data_ptr() if t.numel() else 0
 
 
+def call_native(module, name: str, like: torch.Tensor, *args) -> None:
+    """module.name(*args), on ``like``'s CUDA device and current stream when it is a CUDA tensor."""
+    if like.is_cuda:
+        with torch.cuda.device(like.device):
+            getattr(module, name)(*args, torch.cuda.current_stream(like.device).cuda_stream)
+    else:
+        getattr(module, name)(*args)
+
+
 def _segment_sums_impl(values, indices, offsets, backend):
     module = _native_for(values, backend)
     if module is None:
         return segment_sums_torch(values, indices, offsets)
     M, d = values.shape
     out = torch.empty(offsets.numel() - 1, M, dtype=torch.float64, device=values.device)
-    args = (_addr(values), values.numel(), _DTYPE_CODE[values.dtype], M, d, _addr(indices), indices.numel(),
-            _addr(offsets), offsets.numel(), _addr(out), out.numel())
-    if values.is_cuda:
-        with torch.cuda.device(values.device):
-            module.segment_sums(*args, torch.cuda.current_stream(values.device).cuda_stream)
-    else:
-        module.segment_sums(*args)
+    call_native(module, "segment_sums", values, _addr(values), values.numel(), _DTYPE_CODE[values.dtype], M, d,
+                _addr(indices), indices.numel(), _addr(offsets), offsets.numel(), _addr(out), out.numel())
     return out
 
 
@@ -83,15 +87,11 @@ def _block_sums_impl(mats, row_indices, row_offsets, col_indices, col_offsets, m
         return block_sums_torch(mats, row_indices, row_offsets, col_indices, col_offsets)
     M, d, _ = mats.shape
     out = torch.empty(row_offsets.numel() - 1, M, dtype=torch.float64, device=mats.device)
-    head = (_addr(mats), mats.numel(), _DTYPE_CODE[mats.dtype], M, d, _addr(row_indices), row_indices.numel(),
+    args = (_addr(mats), mats.numel(), _DTYPE_CODE[mats.dtype], M, d, _addr(row_indices), row_indices.numel(),
             _addr(row_offsets), row_offsets.numel(), _addr(col_indices), col_indices.numel(),
             _addr(col_offsets), col_offsets.numel())
-    if mats.is_cuda:
-        with torch.cuda.device(mats.device):
-            module.block_sums(*head, max_rows, _addr(out), out.numel(),
-                              torch.cuda.current_stream(mats.device).cuda_stream)
-    else:
-        module.block_sums(*head, _addr(out), out.numel())
+    tail = (max_rows, _addr(out), out.numel()) if mats.is_cuda else (_addr(out), out.numel())
+    call_native(module, "block_sums", mats, *args, *tail)
     return out
 
 

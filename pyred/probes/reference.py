@@ -14,6 +14,13 @@ from __future__ import annotations
 import torch
 
 
+def _linear(m: int, num_classes: int, seed: int) -> torch.nn.Linear:
+    """``nn.Linear(m, C)`` as torch initialises it under ``seed`` (the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return torch.nn.Linear(m, num_classes)
+
+
 def train_heads_one_by_one(X, y, X_val, y_val, subsets, num_classes, *, seed=0, init_seeds=None, epochs=100,
                            lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=256, lr_step=20, lr_gamma=0.1,
                            eval_every=5):
@@ -23,10 +30,7 @@ def train_heads_one_by_one(X, y, X_val, y_val, subsets, num_classes, *, seed=0, 
     out = []
     for k, S in enumerate(subsets):
         S = torch.as_tensor(S, dtype=torch.int64, device=X.device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seeds[k]))
-            head = torch.nn.Linear(len(S), num_classes)
-        head = head.to(X.device, X.dtype)
+        head = _linear(len(S), num_classes, seeds[k]).to(X.device, X.dtype)
         opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=lr_step, gamma=lr_gamma)
         order_gen = torch.Generator().manual_seed(seed)
@@ -62,9 +66,7 @@ def train_heads_masked_dense(X, y, X_val, y_val, subsets, num_classes, *, seed=0
     b = torch.zeros(K, C, dtype=X.dtype, device=X.device)
     for k, S in enumerate(subsets):
         S = torch.as_tensor(S, dtype=torch.int64, device=X.device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seeds[k]))
-            head = torch.nn.Linear(len(S), C)
+        head = _linear(len(S), C, seeds[k])
         W[S, k] = head.weight.detach().T.to(X.device, X.dtype)
         b[k] = head.bias.detach().to(X.device, X.dtype)
         mask[S, k] = 1
