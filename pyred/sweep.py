@@ -22,7 +22,10 @@ import torch
 from .store import ResultStore
 
 PAPER_FRACTIONS = [0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9]
-METHODS = ("random", "first")
+# random: the paper's random subsets; first: neurons 0..k-1 (MRL); pca / pca-bottom: the top / bottom k
+# principal directions (exact, fitted on the training features); randproj / randproj-uniform: k columns of
+# a Gaussian (or the authors' non-negative uniform) random projection per seed.
+METHODS = ("random", "first", "pca", "pca-bottom", "randproj", "randproj-uniform")
 
 
 class ConfigError(ValueError):
@@ -182,15 +185,17 @@ def validate(cfg: SweepConfig) -> None:
 
 
 # -- running -----------------------------------------------------------------------------------
-def _dist():
-    """(rank, world size, group initialised here?) -- torchrun sets WORLD_SIZE and friends."""
+def _dist(device: str | None):
+    """(rank, world size, group initialised here?) -- torchrun sets WORLD_SIZE and friends.
+    NCCL when the sweep runs on CUDA devices, gloo otherwise (CPU sweeps on a GPU machine too)."""
     import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, False
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        on_gpu = bool(device) and str(device).startswith(("cuda", "gpu")) and torch.cuda.is_available()
+        backend = "nccl" if on_gpu else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         dist.init_process_group(backend)
@@ -202,7 +207,7 @@ def run(cfg: SweepConfig, progress: bool = True) -> str:
     """Runs every stage of the sweep; returns the output folder (which holds results.sqlite)."""
     import torch.distributed as dist
 
-    rank, world, owns_group = _dist()
+    rank, world, owns_group = _dist(cfg.device)
     if world > 1 and cfg.device in ("cuda", "gpu") and torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count()
         torch.cuda.set_device(local)
@@ -293,15 +298,51 @@ def _features(cfg: SweepConfig, model: ModelSpec, dataset: str, rank: int, world
                 y_test=out["test"].y, class_names=out["test"].class_names)
 
 
-def _subsets(cfg: SweepConfig, d: int, method: str):
+def _plans(cfg: SweepConfig, d: int, method: str) -> list[tuple]:
+    """[(view, Subsets)] for one method: the features a probe reads (None: the layer itself) and the subsets."""
     from .subsets import Subsets, draw_subsets
 
+    all_fracs = sorted(set(cfg.fractions) | {1.0})
+    if method == "random":
+        grid = draw_subsets(d, cfg.fractions, cfg.seeds)
+        if 1.0 not in cfg.fractions:
+            grid = Subsets.concat([grid, draw_subsets(d, [1.0], [cfg.full_layer_seed])])
+        return [(None, grid)]
     if method == "first":
-        return draw_subsets(d, sorted(set(cfg.fractions) | {1.0}), mode="first")
-    grid = draw_subsets(d, cfg.fractions, cfg.seeds)
-    if 1.0 in cfg.fractions:
-        return grid
-    return Subsets.concat([grid, draw_subsets(d, [1.0], [cfg.full_layer_seed])])
+        return [(None, draw_subsets(d, all_fracs, mode="first"))]
+    if method == "pca":
+        return [(("pca",), draw_subsets(d, all_fracs, mode="first"))]
+    if method == "pca-bottom":
+        ks = [int(f * d) for f in all_fracs]
+        S = Subsets.from_lists([list(range(d - k, d)) for k in ks], d=d)
+        S.fractions = torch.tensor(all_fracs, dtype=torch.float64)
+        return [(("pca",), S)]
+    kind = "uniform" if method == "randproj-uniform" else "gaussian"
+    plans = []
+    for seed in cfg.seeds:
+        S = draw_subsets(d, all_fracs, mode="first")
+        S.seeds = torch.full((len(S),), int(seed), dtype=torch.int64)
+        plans.append((("randproj", int(seed), kind), S))
+    return plans
+
+
+def _view(data: dict, view, split: str) -> np.ndarray:
+    """The features of ``split`` as ``view`` sees them (float32)."""
+    X = np.asarray(data[f"X_{split}"])
+    if view is None:
+        return X
+    if view[0] == "pca":
+        if "_pca" not in data:
+            from .analysis import PCABasis
+
+            data["_pca"] = PCABasis(np.asarray(data["X_train"], dtype=np.float64)).components
+        return (X @ data["_pca"]).astype(np.float32)
+    from .analysis import random_projection
+
+    key = ("_randproj",) + view[1:]
+    if key not in data:
+        data[key] = random_projection(X.shape[1], X.shape[1], view[1], view[2])
+    return (X @ data[key]).astype(np.float32)
 
 
 def _units(cfg: SweepConfig, model: ModelSpec, dataset: str, data: dict) -> list[dict]:
@@ -309,14 +350,15 @@ def _units(cfg: SweepConfig, model: ModelSpec, dataset: str, data: dict) -> list
     base = f"{model.name}|{dataset}|{model.layer}"
     units = []
     for method in cfg.methods:
-        S = _subsets(cfg, d, method)
-        if cfg.cka:
-            units.append(dict(id=f"{base}|{method}|cka", kind="cka", method=method, subsets=S, heads=range(len(S)),
-                              fields=("cka",)))
-        bounds = np.linspace(0, len(S), min(cfg.head_chunks, len(S)) + 1).astype(int)
-        for c in range(len(bounds) - 1):
-            units.append(dict(id=f"{base}|{method}|probes|{c}/{len(bounds) - 1}", kind="probes", method=method,
-                              subsets=S, heads=range(bounds[c], bounds[c + 1]), fields=("accuracy", "per_class")))
+        for p, (view, S) in enumerate(_plans(cfg, d, method)):
+            tag = f"{base}|{method}" + (f"|seed{view[1]}" if view and view[0] == "randproj" else "")
+            if cfg.cka:
+                units.append(dict(id=f"{tag}|cka", kind="cka", method=method, view=view, subsets=S,
+                                  heads=range(len(S)), fields=("cka",)))
+            bounds = np.linspace(0, len(S), min(cfg.head_chunks, len(S)) + 1).astype(int)
+            for c in range(len(bounds) - 1):
+                units.append(dict(id=f"{tag}|probes|{c}/{len(bounds) - 1}", kind="probes", method=method, view=view,
+                                  subsets=S, heads=range(bounds[c], bounds[c + 1]), fields=("accuracy", "per_class")))
     return units
 
 
@@ -325,15 +367,18 @@ def _run_unit(cfg: SweepConfig, unit: dict, data: dict, progress: bool) -> list[
     from .probes import train_probes
     from .probes.layouts import choose_layout
 
-    S = unit["subsets"]
+    S, view = unit["subsets"], unit["view"]
     heads = list(unit["heads"])
     rows = [dict(model=data["model"], dataset=data["dataset"], layer=data["layer"], method=unit["method"],
                  fraction=float(S.fractions[k]), seed=int(S.seeds[k]), k=int(S.sizes[k])) for k in heads]
     if unit["kind"] == "cka":
-        X = torch.as_tensor(np.array(data["X_test"][:cfg.cka_samples]))  # a writable copy of the first n
+        n = cfg.cka_samples
+        X = torch.as_tensor(np.array(data["X_test"][:n]))  # a writable copy of the first n test samples
+        Z = X if view is None else torch.as_tensor(_view(data, view, "test")[:n])
         if cfg.device:
-            X = X.to(cfg.device)
-        values = subset_cka(X, S, debiased=cfg.cka_debiased).cpu().numpy()
+            X, Z = X.to(cfg.device), Z.to(cfg.device)
+        # CKA of each subset of the view with the full layer itself
+        values = subset_cka(Z, S, target=None if view is None else X, debiased=cfg.cka_debiased).cpu().numpy()
         for r, k in zip(rows, heads):
             r["cka"] = float(values[k])
         return rows
@@ -344,11 +389,11 @@ def _run_unit(cfg: SweepConfig, unit: dict, data: dict, progress: bool) -> list[
         options.setdefault("init_seeds", [int(k) for k in heads])
         options.setdefault("layout", choose_layout(S, data["X_train"].shape[1],
                                                    torch.device(cfg.device or "cpu")))
-    res = train_probes(np.asarray(data["X_train"]), np.asarray(data["y_train"]), part, recipe=cfg.recipe,
-                       X_val=None if data["X_val"] is None else np.asarray(data["X_val"]),
+    res = train_probes(_view(data, view, "train"), np.asarray(data["y_train"]), part, recipe=cfg.recipe,
+                       X_val=None if data["X_val"] is None else _view(data, view, "val"),
                        y_val=None if data["y_val"] is None else np.asarray(data["y_val"]),
                        device=cfg.device, progress=progress, **options)
-    ev = res.evaluate(np.asarray(data["X_test"]), np.asarray(data["y_test"]))
+    ev = res.evaluate(_view(data, view, "test"), np.asarray(data["y_test"]))
     for j, r in enumerate(rows):
         r["accuracy"] = float(ev.accuracy[j])
         r["per_class"] = [None if np.isnan(v) else float(v) for v in np.asarray(ev.per_class_accuracy[j])]

@@ -161,3 +161,26 @@ def test_two_process_gloo_run_equals_one_process(tmp_path, features_npz):
         assert len(store.finished()) == 2 * (1 + 4)  # per method: one CKA unit and 4 probe chunks
     finally:
         store.close()
+
+
+def test_pca_and_random_projection_baselines(tmp_path, features_npz):
+    out = tmp_path / "baselines"
+    cfg = write_config(tmp_path / "b.toml", features_npz, out)
+    cfg.write_text(cfg.read_text().replace('methods = ["random", "first"]',
+                                           'methods = ["pca", "pca-bottom", "randproj", "randproj-uniform"]'))
+    assert main(["run", str(cfg), "--quiet", "--no-report"]) == 0
+    rows = table(out / "results.sqlite")
+    by = {}
+    for r in rows:
+        by.setdefault(r[3], []).append(r)
+    # PCA: one run per fraction (seed -1) plus the full projection; projections: one per seed and fraction
+    assert len(by["pca"]) == len(by["pca-bottom"]) == 6 and {r[5] for r in by["pca"]} == {-1}
+    assert len(by["randproj"]) == len(by["randproj-uniform"]) == 18 and {r[5] for r in by["randproj"]} == {1, 2, 3}
+    for method in by:
+        full = [r for r in by[method] if r[4] == 1.0]
+        # every full-width view is an invertible map of the layer: CKA with it is 1 (orthogonal for PCA)
+        if method.startswith("pca"):
+            assert all(r[9] == pytest.approx(1.0, abs=1e-6) for r in full)
+    top = {r[4]: r[7] for r in by["pca"]}
+    bottom = {r[4]: r[7] for r in by["pca-bottom"]}
+    assert top[0.1] > bottom[0.1]  # the top directions carry the label information, the bottom ones little
