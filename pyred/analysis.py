@@ -132,13 +132,12 @@ class PCABasis:
         from .gram import GramStats
 
         x = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X)
-        stats = GramStats(x.shape[1]).update(x)
-        C = stats.moments().C.cpu().numpy()
-        evals, evecs = np.linalg.eigh(C)
+        m = GramStats(x.shape[1]).update(x).moments()
+        evals, evecs = np.linalg.eigh(m.C.cpu().numpy())
         order = np.argsort(evals)[::-1]
-        self.variances = evals[order] / stats.n
+        self.variances = evals[order] / m.n
         self.components = evecs[:, order]
-        self.mean = stats._sx.double().cpu().numpy() + stats._acc["bx"].cpu().numpy() / stats.n
+        self.mean = m.mean.cpu().numpy()
 
     def project(self, X: Any, k: int, which: str = "top") -> np.ndarray:
         """(n, k) coordinates of X on the top-k (or bottom-k) components; X is not centred

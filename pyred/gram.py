@@ -29,7 +29,7 @@ F64 = torch.float64
 class Moments:
     """Centred statistics of n samples (all float64, on the accumulator's device).
 
-    C: (d, d) centred Gram Xc^T Xc.  P: (d, d) (Xc o Xc)^T (Xc o Xc), debiased only.
+    C: (d, d) centred Gram Xc^T Xc.  mean: (d,) the feature means.  P: (d, d) (Xc o Xc)^T (Xc o Xc), debiased only.
     Cxy: (d, e) Xc^T Yc and Cyy: (e, e) Yc^T Yc, with a target only.
     q: (d,) (Xc o Xc)^T u_Y, where u_Y are the per-sample squared norms of Yc
     (debiased with a target only); uu_y: sum of u_Y^2 (idem).
@@ -37,6 +37,7 @@ class Moments:
 
     n: int
     C: torch.Tensor
+    mean: torch.Tensor
     P: torch.Tensor | None = None
     Cxy: torch.Tensor | None = None
     Cyy: torch.Tensor | None = None
@@ -227,7 +228,7 @@ class GramStats:
                      + E * diag_c)
                 uu_y = (a["svv"] + 4 * dy @ a["Gy"] @ dy + n * E ** 2 - 4 * dy @ a["svw"]
                         + 2 * E * a["sv"] - 4 * E * (dy @ a["by"]))
-        self._moments = Moments(n, C, P, Cxy, Cyy, q, uu_y)
+        self._moments = Moments(n, C, self._sx.to(F64) + dx, P, Cxy, Cyy, q, uu_y)
         return self._moments
 
     def _cka_terms(self) -> dict[str, Any]:
