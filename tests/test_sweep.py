@@ -71,6 +71,10 @@ def test_cli_end_to_end(tmp_path, features_npz, capsys):
     assert "| synthetic | penultimate |" in report and "DR(0.9)" in report
     assert main(["export", str(out)]) == 0
     assert (out / "results.csv").read_text().count("\n") == len(rows) + 1
+    pq = pytest.importorskip("pyarrow.parquet")
+    assert main(["export", str(out), "--parquet", str(out / "results.parquet")]) == 0
+    t = pq.read_table(out / "results.parquet")
+    assert t.num_rows == len(rows) and t.column("accuracy").to_pylist() == [r[7] for r in rows]
     # re-running skips finished units: nothing changes, nothing duplicates
     assert main(["run", str(cfg), "--quiet"]) == 0
     assert table(out / "results.sqlite") == rows
