@@ -120,7 +120,11 @@ def _gray_to_pil(a: np.ndarray):
 
 @register_dataset("digits")
 def _digits(split: str, root, download) -> LabeledImages:
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise RuntimeError("digits: needs scikit-learn, which ships the images: pip install 'pyred[demo]' "
+                           "(or scikit-learn)") from exc
 
     d = load_digits()
     images = (d.images * (255.0 / 16.0)).round().astype(np.uint8)  # 0..16 -> 0..255

@@ -212,6 +212,8 @@ def run(cfg: SweepConfig, progress: bool = True) -> str:
         local = int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count()
         torch.cuda.set_device(local)
         cfg = dataclasses.replace(cfg, device=f"cuda:{local}")  # one GPU per rank
+    if world > 1 and cfg.head_chunks < world:
+        cfg = dataclasses.replace(cfg, head_chunks=world)  # enough probe units for every rank
     out = os.path.abspath(cfg.out)
     store = ResultStore(os.path.join(out, "results.sqlite")) if rank == 0 else None
     try:
