@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .probes.data import split_train_val
+
 SPLITS = ("train", "val", "test", "trainval")
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -97,21 +99,13 @@ def load(name: str, split: str, root: str | os.PathLike | None = None, download:
     return _REGISTRY[name](split, None if root is None else os.fspath(root), download)
 
 
-def train_val_indices(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The reference code's split of an official training set: randperm(n) under seed 0; first 90 % train."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
-    cut = int(0.9 * n)
-    return perm[:cut], perm[cut:]
-
-
-def _pick(split: str, n_train: int, test_indices: np.ndarray | None):
-    """Indices of `split` given an official training set of n_train items (and the test items)."""
-    if split == "test":
-        return test_indices
+def _pick(split: str, n_train: int) -> np.ndarray:
+    """Indices of "train", "val" or "trainval" within an official training set of n_train items,
+    by the same fixed-seed 90/10 rule the probes use (pyred.probes.data.split_train_val)."""
     if split == "trainval":
         return np.arange(n_train)
-    tr, va = train_val_indices(n_train)
-    return tr if split == "train" else va
+    tr, va = split_train_val(n_train)
+    return (tr if split == "train" else va).numpy()
 
 
 def _gray_to_pil(a: np.ndarray):
@@ -135,7 +129,7 @@ def _digits(split: str, root, download) -> LabeledImages:
     if split == "test":
         idx = test
     else:
-        idx = trainval[_pick(split, len(trainval), None)]
+        idx = trainval[_pick(split, len(trainval))]
     return LabeledImages(images, idx, targets[idx], [str(c) for c in range(10)], "digits", split,
                          to_image=_gray_to_pil)
 
@@ -187,7 +181,7 @@ def _fashion(split: str, root, download) -> LabeledImages:
         idx = np.arange(len(labels))
     else:
         images, labels = read_idx(path("train-images-idx3-ubyte")), read_idx(path("train-labels-idx1-ubyte"))
-        idx = _pick(split, len(labels), None)
+        idx = _pick(split, len(labels))
     return LabeledImages(images, idx, labels[idx].astype(np.int64), FASHION_MNIST_CLASSES, "fashion-mnist", split,
                          to_image=_gray_to_pil)
 
@@ -204,7 +198,7 @@ def _torchvision(name: str, make: Callable, targets_of: Callable, has_val: bool,
         else:
             source = make(root, "test" if split == "test" else "train", download)
             targets = np.asarray(targets_of(source))
-            idx = np.arange(len(targets)) if split == "test" else _pick(split, len(targets), None)
+            idx = np.arange(len(targets)) if split == "test" else _pick(split, len(targets))
     except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
         raise FileNotFoundError(f"{name}: not found under {root} ({exc}). Pass download=True (needs network) or "
                                 f"root= the folder holding torchvision's copy") from exc
@@ -263,7 +257,7 @@ def _folder(split: str, root, download) -> LabeledImages:
     source = sources[0] if len(sources) == 1 else torch.utils.data.ConcatDataset(sources)
     targets = np.concatenate([np.asarray(s.targets) for s in sources])
     if split in ("train", "val") and not has_val:
-        idx = _pick(split, len(targets), None)
+        idx = _pick(split, len(targets))
     else:
         idx = np.arange(len(targets))
     return LabeledImages(source, idx, targets[idx], sources[0].classes, f"folder:{os.path.abspath(root)}", split)

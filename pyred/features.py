@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -282,8 +281,3 @@ def _version() -> str:
     from . import __version__
 
     return __version__
-
-
-def clear_cache(cache_dir: str | os.PathLike) -> None:
-    """Removes a feature cache folder and everything under it."""
-    shutil.rmtree(os.fspath(cache_dir), ignore_errors=True)

@@ -64,8 +64,7 @@ def analyse(out: str) -> dict:
                 pc = pc[np.isfinite(pc)]
                 disparity.append({"fraction": frac, "per_class": pc.tolist(), "gini": A.gini(pc),
                                   "max_min": A.max_min(pc), "cv": A.coefficient_of_variation(pc),
-                                  "accuracy": float(np.mean([np.mean([r["accuracy"]]) for r in acc
-                                                             if r["fraction"] == frac]))})
+                                  "accuracy": float(np.mean([r["accuracy"] for r in acc if r["fraction"] == frac]))})
             g["disparity"] = disparity
         ck = [r for r in rs if r["cka"] is not None]
         if ck:

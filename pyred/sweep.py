@@ -11,7 +11,6 @@ and rank 0 writes the database.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 from typing import Any
@@ -400,7 +399,3 @@ def _run_unit(cfg: SweepConfig, unit: dict, data: dict, progress: bool) -> list[
         r["accuracy"] = float(ev.accuracy[j])
         r["per_class"] = [None if np.isnan(v) else float(v) for v in np.asarray(ev.per_class_accuracy[j])]
     return rows
-
-
-def config_summary(cfg: SweepConfig) -> str:
-    return json.dumps(cfg.to_dict(), indent=1)

@@ -12,9 +12,6 @@ from typing import Any
 import numpy as np
 import torch
 
-KINDS = ("torch", "numpy", "cupy")
-
-
 def kind_of(x: Any) -> str:
     """'torch', 'cupy' or 'numpy' (anything else numpy can read counts as numpy)."""
     if isinstance(x, torch.Tensor):

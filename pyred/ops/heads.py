@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from .. import _native
 from ..subsets import Subsets, as_subsets
 from .arrays import as_float, from_torch, to_torch
 from .reductions import _DTYPE_CODE, _addr, _check_backend, _native_for, call_native
