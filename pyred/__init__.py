@@ -1,27 +1,55 @@
 """pyred: diffused redundancy in pretrained representations, fast.
 
-Public API:
+The numerical core loads with ``import pyred`` (it needs only torch and numpy):
   draw_subsets, Subsets          -- neuron subsets (the paper's sampler, or your own lists)
-  linear_cka, subset_cka, subset_pair_cka, GramStats  -- batched linear CKA
-  train_probes, ProbeResult      -- K linear probes on K subsets, trained at once
-  pyred.ops.gathered_block_sums, pyred.ops.segment_sums,
-  pyred.ops.gathered_linear, pyred.ops.gathered_weight_grad -- the kernels
-  Backbone, datasets.load, extract_features, FeatureSet -- pretrained timm backbones,
-                                    datasets, cached feature extraction
+  linear_cka, subset_cka, subset_pair_cka, GramStats, Moments -- batched linear CKA
+  train_probes, ProbeResult, ProbeEvaluation -- K linear probes on K subsets, trained at once
+  pyred.ops                      -- the kernels (gathered_block_sums, segment_sums, gathered_linear, ...)
   native_info                    -- which native modules loaded
+
+The image side loads on first use (it imports timm, torchvision and PIL):
+  Backbone, datasets, extract_features, FeatureSet -- pretrained timm backbones, datasets,
+                                    cached feature extraction
+The study application (configs, sweeps, results database, report, the ``pyred``
+command) is :mod:`pyred.study`.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from ._native import native_info
-from . import datasets
-from .backbones import Backbone
-from .features import FeatureSet, extract_features
+from ._version import __version__
 from .cka import linear_cka, subset_cka, subset_pair_cka
 from .gram import GramStats, Moments
 from .probes import ProbeEvaluation, ProbeResult, train_probes
 from .subsets import Subsets, draw_subsets
 from . import ops
 
-__version__ = "0.1.0"
+# name -> (module, attribute or None for the module itself): imported on first access.
+_LAZY = {
+    "Backbone": ("pyred.backbones", "Backbone"),
+    "FeatureSet": ("pyred.features", "FeatureSet"),
+    "extract_features": ("pyred.features", "extract_features"),
+    "datasets": ("pyred.datasets", None),
+    "study": ("pyred.study", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module_name, attr = _LAZY[name]
+        module = importlib.import_module(module_name)
+        value = module if attr is None else getattr(module, attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pyred' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "Backbone",

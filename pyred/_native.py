@@ -7,6 +7,7 @@ with its error, and the pure-torch paths in :mod:`pyred.ops` take over.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 _errors: dict[str, str] = {}
@@ -18,9 +19,8 @@ def _load(name: str) -> Any:
     except Exception as exc:  # ImportError, OSError from a bad shared library, ...
         _errors[name] = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, ModuleNotFoundError) and exc.name == f"pyred.{name}":
-            import pyred
-
-            _errors[name] += (f" (pyred was imported from {pyred.__path__[0]}; a source checkout holds no compiled "
+            here = os.path.dirname(os.path.abspath(__file__))
+            _errors[name] += (f" (pyred was imported from {here}; a source checkout holds no compiled "
                               "modules: run from outside it, or install with 'pip install -e .')")
         return None
 
@@ -40,10 +40,12 @@ def cuda_module() -> Any:
 
 
 def cuda_usable() -> bool:
-    """True when torch sees a CUDA device and the CUDA kernels are loaded."""
+    """True when the CUDA kernels are loaded, torch sees a CUDA device, and so does the
+    module's own (static) CUDA runtime -- a driver older than that runtime shows no device
+    to it, and the torch paths run instead of failing every call."""
     import torch
 
-    return _C_cuda is not None and torch.cuda.is_available()
+    return _C_cuda is not None and torch.cuda.is_available() and int(_C_cuda.device_count()) > 0
 
 
 def native_info() -> dict[str, Any]:

@@ -123,6 +123,18 @@ class Backbone(nn.Module):
         return transforms.Compose([transforms.Resize(224), transforms.CenterCrop(224), transforms.ToTensor(),
                                    transforms.Normalize(cfg["mean"], cfg["std"])])
 
+    def transform_id(self, paper: bool = False) -> str:
+        """A string that identifies ``transform(paper)`` (its resolved data config), for cache keys."""
+        import json
+
+        import timm.data
+
+        cfg = timm.data.resolve_data_config({}, model=self.model)
+        keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+        resolved = {k: list(cfg[k]) if isinstance(cfg.get(k), tuple) else cfg.get(k) for k in keys}
+        kind = "paper: Resize(224) CenterCrop(224) ToTensor Normalize" if paper else "timm eval transform"
+        return f"{kind} {json.dumps(resolved, sort_keys=True)}"
+
     def weights_digest(self) -> str:
         """sha256 over the names, shapes and bytes of every tensor in the state dict.
 

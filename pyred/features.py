@@ -2,8 +2,11 @@
 
 ``extract_features(backbone, dataset, cache_dir=...)`` streams features to disk
 in chunks under a key made of everything that determines them (model, a digest
-of its weights, layer, pooling, transform, dataset, split, size, AMP, pyred's
-version). Every file is written to a temporary name and renamed into place; a
+of its weights, layer, pooling, the transform's identity, dataset, split, size,
+AMP, pyred's version). A transform is identified by the backbone's resolved
+data config (``Backbone.transform_id``) or by a ``transform_id`` the caller
+gives -- never by its ``repr``, which can hold a memory address (no reuse) or
+hide the function it wraps (``Lambda()``: two transforms, one key). Every file is written to a temporary name and renamed into place; a
 chunk counts as done only once its checksum record exists, so an extraction
 killed at any point resumes from its last complete chunk. When all chunks are
 there they are joined into ``features.npy`` / ``labels.npy`` with a
@@ -13,7 +16,6 @@ memory-maps the arrays, and recomputes (with a warning) anything corrupt.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,6 +26,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from . import _checks as check
+from ._files import digest, fsync_file, remove, sha256_file, write_json, write_npy
+from ._version import __version__
 from .progress import progress_bar
 
 CACHE_FORMAT = 1
@@ -47,8 +52,8 @@ class FeatureSet:
 
 def extract_features(backbone, dataset, *, batch_size: int | None = None, device: Any = None, num_workers: int = 0,
                      amp: bool = False, cache_dir: str | os.PathLike | None = None,
-                     transform: Callable | str | None = "backbone", chunk_size: int = 4096,
-                     progress: bool = True) -> FeatureSet:
+                     transform: Callable | str | None = "backbone", transform_id: str | None = None,
+                     chunk_size: int = 4096, progress: bool = True) -> FeatureSet:
     """Features of every image of ``dataset`` under ``backbone``.
 
     Args:
@@ -63,8 +68,12 @@ def extract_features(backbone, dataset, *, batch_size: int | None = None, device
       num_workers: DataLoader worker processes for decoding and transforms.
       amp: autocast (bfloat16 on CPU, float16 on CUDA); features are stored as float32.
       cache_dir: folder for the cache; None computes in memory, with no cache.
-      transform: "backbone" for ``backbone.transform()``, a callable, or None for
-        items that are already tensors.
+      transform: "backbone" for ``backbone.transform()``, "paper" for
+        ``backbone.transform(paper=True)``, a callable, or None for items that
+        are already tensors.
+      transform_id: a string that identifies a callable ``transform`` in the
+        cache key (e.g. "resize32-totensor-v1"); required to cache features of a
+        callable transform, since pyred cannot tell two functions apart safely.
       chunk_size: samples per cache chunk (the unit of resumption).
       progress: show a tqdm progress bar.
 
@@ -72,16 +81,13 @@ def extract_features(backbone, dataset, *, batch_size: int | None = None, device
       :class:`FeatureSet`; ``metadata["cache"]`` says "hit", "computed" or
       "resumed" (with ``metadata["chunks_reused"]``).
     """
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
+    batch_size = check.optional_integer(batch_size, "batch_size", min=1)
+    chunk_size = check.integer(chunk_size, "chunk_size", min=1)
     for attr in ("targets", "classes", "name", "split"):
         if not hasattr(dataset, attr):
             raise TypeError(f"dataset: expected a pyred.datasets.LabeledImages (missing .{attr}); "
                             "build one with pyred.datasets.load(...)")
-    if transform == "backbone":
-        transform = backbone.transform()
+    transform, tid = _resolve_transform(backbone, transform, transform_id, cache_dir is not None)
     data = dataset.with_transform(transform) if hasattr(dataset, "with_transform") else dataset
     dev = torch.device(device) if device is not None else next(backbone.parameters()).device
     backbone = backbone.to(dev).eval()
@@ -95,14 +101,14 @@ def extract_features(backbone, dataset, *, batch_size: int | None = None, device
         "layer": getattr(backbone, "layer", "penultimate"),
         "pool": getattr(backbone, "pool", None),
         "dim": int(getattr(backbone, "dim", 0)),
-        "transform": repr(transform),
+        "transform": tid,
         "dataset": dataset.name,
         "split": dataset.split,
         "n": len(dataset),
         "amp": bool(amp),
-        "pyred": _version(),
+        "pyred": __version__,
     }
-    key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20]
+    key = digest(meta, 20)
     run = _Runner(backbone, data, batch_size, dev, num_workers, amp, progress)
     classes = list(dataset.classes)
     if cache_dir is None:
@@ -114,6 +120,35 @@ def extract_features(backbone, dataset, *, batch_size: int | None = None, device
     if cached is not None:
         return cached
     return _extract_to_cache(folder, run, data, meta, classes, chunk_size)
+
+
+def _resolve_transform(backbone, transform, transform_id, caching: bool):
+    """(the transform to apply, the string that identifies it in the cache key)."""
+    if transform_id is not None:
+        check.string(transform_id, "transform_id")
+    if isinstance(transform, str):
+        check.choice(transform, "transform", ("backbone", "paper"))
+        paper = transform == "paper"
+        if transform_id is None:
+            if not hasattr(backbone, "transform_id"):
+                if caching:
+                    raise ValueError(f"transform_id: backbone {type(backbone).__name__} has no transform_id(); pass "
+                                     "transform_id= naming its transform to cache its features")
+                transform_id = "unidentified"
+            else:
+                transform_id = backbone.transform_id(paper=paper)
+        return backbone.transform(paper=paper), transform_id
+    if transform is None:
+        return None, transform_id or "none (items are tensors)"
+    if not callable(transform):
+        raise TypeError(f"transform: expected 'backbone', 'paper', a callable or None, got {transform!r}")
+    if transform_id is None:
+        if caching:
+            raise ValueError("transform_id: a custom transform cannot be identified safely (its repr may hold a "
+                             "memory address or hide the function it wraps); pass transform_id='...' naming it to "
+                             "cache its features, or cache_dir=None")
+        transform_id = "unidentified"
+    return transform, "custom:" + transform_id
 
 
 class _Runner:
@@ -159,10 +194,10 @@ def _extract_to_cache(folder, run: _Runner, data, meta, classes, chunk_size) -> 
             bar.update(stop - start)
             continue
         X = run.features(start, stop, bar=bar)
-        _write_npy(base + ".X.npy", X)
-        _write_npy(base + ".y.npy", targets[start:stop])
-        _write_json(base + ".json", {"rows": stop - start, "X": _sha256(base + ".X.npy"),
-                                     "y": _sha256(base + ".y.npy")})  # the commit record, written last
+        write_npy(base + ".X.npy", X)
+        write_npy(base + ".y.npy", targets[start:stop])
+        write_json(base + ".json", {"rows": stop - start, "X": sha256_file(base + ".X.npy"),
+                                    "y": sha256_file(base + ".y.npy")})  # the commit record, written last
     bar.close()
     # Join the chunks into one array per kind, then write the manifest last.
     d = None
@@ -178,15 +213,15 @@ def _extract_to_cache(folder, run: _Runner, data, meta, classes, chunk_size) -> 
             row += len(p)
         out.flush()
         del out
-        _fsync(tmp)
+        fsync_file(tmp)
         os.replace(tmp, os.path.join(folder, "features.npy" if kind == "X" else "labels.npy"))
     manifest = {**meta, "class_names": classes, "dim": int(d),
-                "sha256": {"features.npy": _sha256(os.path.join(folder, "features.npy")),
-                           "labels.npy": _sha256(os.path.join(folder, "labels.npy"))}}
-    _write_json(os.path.join(folder, "meta.json"), manifest)
+                "sha256": {"features.npy": sha256_file(os.path.join(folder, "features.npy")),
+                           "labels.npy": sha256_file(os.path.join(folder, "labels.npy"))}}
+    write_json(os.path.join(folder, "meta.json"), manifest)
     for c in range(len(starts)):
         for suffix in (".X.npy", ".y.npy", ".json"):
-            _remove(os.path.join(folder, f"chunk-{c:05d}{suffix}"))
+            remove(os.path.join(folder, f"chunk-{c:05d}{suffix}"))
     fs = _load_complete(folder)
     fs.metadata["cache"] = "resumed" if reused else "computed"
     fs.metadata["chunks_reused"] = reused
@@ -201,18 +236,20 @@ def _load_complete(folder) -> FeatureSet | None:
     try:
         with open(manifest) as f:
             meta = json.load(f)
-        for name, digest in meta["sha256"].items():
-            if _sha256(os.path.join(folder, name)) != digest:
+        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), dict):
+            raise ValueError("meta.json is not a manifest (an object with checksums)")
+        for name, want in meta["sha256"].items():
+            if name not in ("features.npy", "labels.npy") or sha256_file(os.path.join(folder, name)) != want:
                 raise ValueError(f"{name}: checksum mismatch")
         X = np.load(os.path.join(folder, "features.npy"), mmap_mode="r")
         y = np.load(os.path.join(folder, "labels.npy"), mmap_mode="r")
         if X.shape[0] != meta["n"] or y.shape[0] != meta["n"]:
             raise ValueError("row count differs from the manifest")
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
         warnings.warn(f"pyred feature cache {folder} is corrupt ({exc}); recomputing it", RuntimeWarning,
                       stacklevel=3)
         for name in ("meta.json", "features.npy", "labels.npy"):
-            _remove(os.path.join(folder, name))
+            remove(os.path.join(folder, name))
         return None
     return FeatureSet(X, y, list(meta["class_names"]), {**meta, "cache": "hit"}, folder)
 
@@ -224,60 +261,17 @@ def _chunk_ok(base: str, rows: int) -> bool:
     try:
         with open(record) as f:
             rec = json.load(f)
-        ok = (rec["rows"] == rows and _sha256(base + ".X.npy") == rec["X"] and _sha256(base + ".y.npy") == rec["y"])
-    except (OSError, ValueError, KeyError):
+        ok = (isinstance(rec, dict) and rec["rows"] == rows and sha256_file(base + ".X.npy") == rec["X"]
+              and sha256_file(base + ".y.npy") == rec["y"])
+    except (OSError, ValueError, KeyError, TypeError):
         ok = False
     if not ok:
         warnings.warn(f"pyred feature cache chunk {base} is corrupt or partial; recomputing it", RuntimeWarning,
                       stacklevel=4)
         for suffix in (".json", ".X.npy", ".y.npy"):
-            _remove(base + suffix)
+            remove(base + suffix)
     return ok
-
-
-def _write_npy(path: str, array: np.ndarray) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_json(path: str, obj: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync(path: str) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[:80]
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__

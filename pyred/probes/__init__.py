@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import _checks as check
 from ..ops.reductions import _check_backend
 from ..subsets import Subsets, as_subsets
+from . import lbfgs, ridge, sgd
 from .data import prepare
-from .lbfgs import train_lbfgs
+from .recipe import Recipe
 from .result import ProbeEvaluation, ProbeResult
-from .ridge import train_ridge
-from .sgd import train_sgd
 
-RECIPES = {"sgd": train_sgd, "lbfgs": train_lbfgs, "ridge": train_ridge}
-_NEEDS_VAL = {"sgd": True, "lbfgs": False, "ridge": True}
+RECIPES: dict[str, Recipe] = {r.name: r for r in (sgd.RECIPE, lbfgs.RECIPE, ridge.RECIPE)}
 
 
 def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: str = "sgd", X_val: Any = None,
@@ -50,16 +49,20 @@ def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: 
       validation history and the selected epoch per head; ``.evaluate(X, y)``
       gives accuracy (K,), per-class accuracy (K, C) and predictions (K, n).
     """
-    if recipe not in RECIPES:
-        raise ValueError(f"recipe: expected one of {sorted(RECIPES)}, got {recipe!r}")
+    r = RECIPES[check.choice(recipe, "recipe", RECIPES)]
     _check_backend(backend)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
-    data = prepare(X_train, y_train, X_val, y_val, num_classes, device, _NEEDS_VAL[recipe])
+    seed = check.integer(seed, "seed", min=0)
+    options = r.parse_options(recipe_options)
+    data = prepare(X_train, y_train, X_val, y_val, num_classes, device, r.needs_validation)
     S = as_subsets(subsets, data.X.shape[1])
-    out = RECIPES[recipe](data, S, seed, progress, backend, **recipe_options)
+    if len(S) == 0:
+        raise ValueError("subsets: expected at least one subset (one probe head per subset), got 0")
+    if seed + len(S) - 1 > check.INT64_MAX:
+        raise ValueError(f"seed: head k is initialised under seed + k, which must stay below 2**63; got seed={seed} "
+                         f"for {len(S)} heads")
+    out = r.train(data, S, options, seed, progress, backend)
     options = out.pop("options")
     return ProbeResult(subsets=S, num_classes=data.num_classes, recipe=recipe, options=options, **out)
 
 
-__all__ = ["ProbeEvaluation", "ProbeResult", "RECIPES", "train_probes"]
+__all__ = ["ProbeEvaluation", "ProbeResult", "RECIPES", "Recipe", "train_probes"]

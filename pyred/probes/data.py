@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from .. import _checks as check
 from ..ops.arrays import float_matrix, to_torch
 
 
@@ -36,8 +37,9 @@ def labels(y: Any, n: int, name: str, device) -> torch.Tensor:
     if t.is_floating_point():
         if not bool(torch.isfinite(t).all()) or not bool((t == t.round()).all()):
             raise TypeError(f"{name}: labels must be integers, got non-integer values of dtype {t.dtype}")
-    elif t.dtype == torch.bool or t.is_complex():
-        raise TypeError(f"{name}: labels must be integers, got dtype {t.dtype}")
+    elif t.dtype in (torch.bool, torch.uint64) or t.is_complex():
+        # uint64 values past 2**63 - 1 would wrap to negative int64 labels
+        raise TypeError(f"{name}: labels must be integers of a signed type or uint8/16/32, got dtype {t.dtype}")
     t = t.to(device=device, dtype=torch.int64)
     if t.numel() and int(t.min()) < 0:
         raise ValueError(f"{name}: label {int(t.min())} is negative; labels are class indices in [0, num_classes)")
@@ -87,8 +89,7 @@ def prepare(X_train, y_train, X_val, y_val, num_classes, device, need_val: bool,
         num_classes = int(y.max()) + 1 if y.numel() else 0
         if yv is not None and yv.numel():
             num_classes = max(num_classes, int(yv.max()) + 1)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-        raise TypeError(f"num_classes: expected an integer, got {num_classes!r}")
+    num_classes = check.integer(num_classes, "num_classes")
     if num_classes < 2:
         raise ValueError(f"num_classes: a probe needs at least 2 classes, got {num_classes}")
     check_label_range(y, num_classes, "y_train")

@@ -23,6 +23,7 @@ from ..subsets import Subsets
 # gathered CUDA kernels are simple and not yet timed on a GPU, so cuBLAS keeps
 # everything short of very sparse grids there.
 GATHERED_BELOW = {"cpu": 0.35, "cuda": 0.1}
+LAYOUTS = ("gathered", "masked")
 
 
 def density(subsets: Subsets, d: int) -> float:
@@ -106,4 +107,4 @@ def make_layout(name: str, subsets: Subsets, d: int, backend: str = "auto"):
         return GatheredHeads(subsets, d, backend)
     if name == "masked":
         return MaskedHeads(subsets, d)
-    raise ValueError(f"layout: expected 'auto', 'gathered' or 'masked', got {name!r}")
+    raise ValueError(f"layout: expected one of {('auto',) + LAYOUTS}, got {name!r}")

@@ -8,30 +8,40 @@ the minimiser unchanged).
 
 from __future__ import annotations
 
-import math
+import dataclasses
+from dataclasses import dataclass
 
 import torch
 
+from .. import _checks as check
 from ..ops.heads import features_major, forward_xt, weight_grad_xt
+from ..progress import progress_bar
 from ..subsets import Subsets
 from .data import ProbeData
-from ..progress import progress_bar
-
-DEFAULTS = dict(C=1.0, max_iter=100, tol=1e-6, dtype=None)
+from .recipe import Recipe
 
 
-def train_lbfgs(data: ProbeData, subsets: Subsets, seed: int, progress: bool, backend: str, **options):
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"recipe 'lbfgs': unknown options {sorted(unknown)}; expected some of {sorted(DEFAULTS)}")
-    o = {**DEFAULTS, **options}
-    if isinstance(o["C"], bool) or not isinstance(o["C"], (int, float)) or not math.isfinite(o["C"]) or o["C"] <= 0:
-        raise ValueError(f"C: expected a positive number (inverse L2 strength), got {o['C']!r}")
-    if isinstance(o["max_iter"], bool) or not isinstance(o["max_iter"], int) or o["max_iter"] < 1:
-        raise ValueError(f"max_iter: expected a positive integer, got {o['max_iter']!r}")
-    dtype = {None: data.X.dtype, "float32": torch.float32, "float64": torch.float64}.get(o["dtype"], o["dtype"])
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"dtype: expected None, 'float32' or 'float64', got {o['dtype']!r}")
+@dataclass(frozen=True)
+class LBFGSOptions:
+    """C: inverse L2 strength (scikit-learn's); max_iter, tol: L-BFGS limits; dtype: None (the
+    features' own), "float32" or "float64"."""
+
+    C: float = 1.0
+    max_iter: int = 100
+    tol: float = 1e-6
+    dtype: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "C", check.number(self.C, "C", min=0, min_exclusive=True))
+        object.__setattr__(self, "max_iter", check.integer(self.max_iter, "max_iter", min=1))
+        object.__setattr__(self, "tol", check.number(self.tol, "tol", min=0))
+        if self.dtype is not None:
+            check.choice(self.dtype, "dtype", ("float32", "float64"))
+
+
+def train_lbfgs(data: ProbeData, subsets: Subsets, opts: LBFGSOptions, seed: int, progress: bool, backend: str):
+    o = dataclasses.asdict(opts)
+    dtype = {None: data.X.dtype, "float32": torch.float32, "float64": torch.float64}[o["dtype"]]
     X, y = data.X.to(dtype), data.y
     n, d = X.shape
     K, Cn = len(subsets), data.num_classes
@@ -60,3 +70,6 @@ def train_lbfgs(data: ProbeData, subsets: Subsets, seed: int, progress: bool, ba
     for _ in bar:
         opt.step(closure)
     return dict(weights=W.detach(), biases=b.detach(), options={**o, "function_evals": evals[0]})
+
+
+RECIPE = Recipe("lbfgs", LBFGSOptions, needs_validation=False, train=train_lbfgs)

@@ -10,25 +10,35 @@ together by batched Cholesky factorisations of the gathered blocks C[S, S].
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 import torch
 
+from .. import _checks as check
 from ..gram import GramStats
+from ..progress import progress_bar
 from ..subsets import Subsets
 from .data import ProbeData
-from ..progress import progress_bar
-
-DEFAULTS = dict(alphas=(1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5))
+from .recipe import Recipe
 
 
-def train_ridge(data: ProbeData, subsets: Subsets, seed: int, progress: bool, backend: str, **options):
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"recipe 'ridge': unknown options {sorted(unknown)}; expected some of {sorted(DEFAULTS)}")
-    alphas = [float(a) for a in options.get("alphas", DEFAULTS["alphas"])]
-    if not alphas or any(not math.isfinite(a) or a < 0 for a in alphas):
-        raise ValueError(f"alphas: expected a non-empty list of penalties >= 0, got {options.get('alphas')!r}")
+@dataclass(frozen=True)
+class RidgeOptions:
+    """alphas: the penalty grid; each head keeps the first with the best validation accuracy."""
+
+    alphas: tuple = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
+
+    def __post_init__(self):
+        if isinstance(self.alphas, (str, bytes)) or not hasattr(self.alphas, "__iter__"):
+            raise TypeError(f"alphas: expected a list of penalties >= 0, got {self.alphas!r}")
+        alphas = tuple(check.number(a, "alphas", min=0) for a in self.alphas)
+        if not alphas:
+            raise ValueError("alphas: expected a non-empty list of penalties >= 0, got an empty one")
+        object.__setattr__(self, "alphas", alphas)
+
+
+def train_ridge(data: ProbeData, subsets: Subsets, opts: RidgeOptions, seed: int, progress: bool, backend: str):
+    alphas = list(opts.alphas)
     X, y = data.X, data.y
     n, d = X.shape
     K, Cn = len(subsets), data.num_classes
@@ -71,6 +81,9 @@ def train_ridge(data: ProbeData, subsets: Subsets, seed: int, progress: bool, ba
             B[k] = ybar - mu[idx[g]] @ best_W[g]
             chosen[k] = best_alpha[g]
     return dict(weights=W.to(X.dtype), biases=B.to(X.dtype), alpha=chosen, options={"alphas": alphas})
+
+
+RECIPE = Recipe("ridge", RidgeOptions, needs_validation=True, train=train_ridge)
 
 
 def solve(A: torch.Tensor, R: torch.Tensor, alpha: float, eye: torch.Tensor) -> torch.Tensor:

@@ -8,18 +8,46 @@ with the same weights (tests/test_probes.py checks this against plain torch).
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import warnings
+from dataclasses import dataclass
 
 import torch
 
+from .. import _checks as check
+from ..progress import progress_bar
 from ..subsets import Subsets
 from .data import ProbeData
-from .layouts import choose_layout, make_layout
-from ..progress import progress_bar
+from .layouts import LAYOUTS, choose_layout, make_layout
+from .recipe import Recipe
 
-DEFAULTS = dict(epochs=100, lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=256, lr_step=20, lr_gamma=0.1,
-                eval_every=5, layout="auto", init_seeds=None)
+
+@dataclass(frozen=True)
+class SGDOptions:
+    """The paper's recipe (reference code defaults): SGD with momentum on cross-entropy, StepLR per
+    epoch, validation every ``eval_every`` epochs, best-validation weights per head.
+    ``init_seeds``: one seed per head for its ``nn.Linear`` initialisation (default: seed + k)."""
+
+    epochs: int = 100
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    lr_step: int = 20
+    lr_gamma: float = 0.1
+    eval_every: int = 5
+    layout: str = "auto"
+    init_seeds: tuple | None = None
+
+    def __post_init__(self):
+        for key in ("epochs", "batch_size", "lr_step", "eval_every"):
+            object.__setattr__(self, key, check.integer(getattr(self, key), key, min=1))
+        for key in ("lr", "momentum", "weight_decay", "lr_gamma"):
+            object.__setattr__(self, key, check.number(getattr(self, key), key, min=0))
+        check.choice(self.layout, "layout", ("auto",) + LAYOUTS)
+        if self.init_seeds is not None:
+            seeds = tuple(check.integer(s, "init_seeds", min=0) for s in self.init_seeds)
+            object.__setattr__(self, "init_seeds", seeds)
 
 
 def init_heads(subsets: Subsets, num_classes: int, seeds, dtype, device):
@@ -37,24 +65,8 @@ def init_heads(subsets: Subsets, num_classes: int, seeds, dtype, device):
     return W.contiguous(), torch.stack(bs).to(device, dtype)
 
 
-def check_options(opts: dict) -> dict:
-    unknown = set(opts) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"recipe 'sgd': unknown options {sorted(unknown)}; expected some of {sorted(DEFAULTS)}")
-    o = {**DEFAULTS, **opts}
-    for key in ("epochs", "batch_size", "lr_step", "eval_every"):
-        v = o[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{key}: expected a positive integer, got {v!r}")
-    for key in ("lr", "momentum", "weight_decay", "lr_gamma"):
-        v = o[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise ValueError(f"{key}: expected a finite number >= 0, got {v!r}")
-    return o
-
-
-def train_sgd(data: ProbeData, subsets: Subsets, seed: int, progress: bool, backend: str, **options):
-    o = check_options(options)
+def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, progress: bool, backend: str):
+    o = dataclasses.asdict(opts)
     X, y, Xv, yv = data.X, data.y, data.X_val, data.y_val
     device, dtype = X.device, X.dtype
     n, d = X.shape
@@ -121,6 +133,9 @@ def train_sgd(data: ProbeData, subsets: Subsets, seed: int, progress: bool, back
                 val_accuracy=torch.stack(val_hist, 1) if val_hist else None, eval_epochs=eval_epochs,
                 train_loss=loss_hist, init_seeds=torch.tensor(seeds, dtype=torch.int64),
                 options={**o, "layout": layout_name})
+
+
+RECIPE = Recipe("sgd", SGDOptions, needs_validation=True, train=train_sgd)
 
 
 def softmax_and_logsumexp(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,71 @@
+"""Files that are whole or absent: atomic writes, fsync, and one content hash.
+
+Everything pyred writes to disk goes through :func:`atomic_write`: the bytes go
+to a temporary name in the same folder, are flushed to the disk, and the file is
+renamed into place, so a reader (or a run resumed after a kill) sees the old
+file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from typing import IO, Any, Iterator
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
+    """``with atomic_write(path) as f: ...``: ``path`` appears only once the block finished without error."""
+    path = os.fspath(path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, mode, **open_kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+
+
+def write_npy(path: str | os.PathLike, array) -> None:
+    import numpy as np
+
+    with atomic_write(path, "wb") as f:
+        np.save(f, array)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def digest(obj: Any, length: int = 16) -> str:
+    """Short hex sha256 of a JSON-serialisable object in canonical form (sorted keys)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def remove(path: str | os.PathLike) -> None:
+    """Removes a file if it is there."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
