@@ -1,27 +1,31 @@
-"""Device and dtype lists shared by the tests: every numeric test runs on each device."""
+"""Fixtures shared by the tests.
+
+Random data comes from one seed per test: PYRED_TEST_SEED (an integer, or
+"random" for fresh entropy) or 20261127 by default, so a run is reproducible
+and a failure names the seed that made it.
+"""
+
+import os
 
 import numpy as np
 import pytest
-import torch
 
-import pyred
+DEFAULT_SEED = 20261127
 
-CUDA_OK = pyred.native_info()["cuda_device_usable"]
 
-DEVICES = [
-    "cpu",
-    pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
-        not CUDA_OK, reason="needs a CUDA device and the pyred._C_cuda module")]),
-]
+def test_seed() -> int:
+    value = os.environ.get("PYRED_TEST_SEED", str(DEFAULT_SEED))
+    if value == "random":
+        return int(np.random.SeedSequence().entropy % (2**32))
+    return int(value)
+
+
+test_seed.__test__ = False  # not a test
 
 
 @pytest.fixture
-def rng():
-    # Fresh random data each run; the seed is printed on failure by the assertion context.
-    seed = int(np.random.SeedSequence().entropy % (2**32))
-    print(f"rng seed {seed}")
+def rng(request):
+    seed = test_seed()
+    request.node.user_properties.append(("rng seed", seed))
+    print(f"rng seed {seed} (set PYRED_TEST_SEED to change it)")
     return np.random.default_rng(seed)
-
-
-def to_device(a, device, dtype=torch.float64):
-    return torch.as_tensor(np.asarray(a), dtype=dtype, device=device)

@@ -4,8 +4,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import pyred
-import references as R
-from conftest import DEVICES
+from helpers import references as R
+from helpers.devices import DEVICES
 
 
 def features(rng, n, d, mean=2.0):

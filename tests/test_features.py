@@ -116,6 +116,7 @@ def test_meta_json_that_is_not_an_object_self_heals(tmp_path):
     assert extract(tmp_path).metadata["cache"] == "hit"
 
 
+@pytest.mark.slow
 def test_killed_extraction_resumes_and_matches(tmp_path):
     cache = tmp_path / "killed"
     script = SETUP + f"""

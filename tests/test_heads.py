@@ -5,7 +5,7 @@ import torch
 import pyred
 from pyred import _native
 from pyred.ops import gathered_linear, gathered_weight_grad
-from conftest import DEVICES
+from helpers.devices import DEVICES
 
 BACKENDS = ["native", "torch"]
 

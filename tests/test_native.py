@@ -4,6 +4,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 import pyred
 
 
@@ -43,6 +45,7 @@ print(json.dumps({"info": info, "cka": pyred.subset_cka(X, [[0, 1], [2]]).tolist
 """
 
 
+@pytest.mark.slow
 def test_import_falls_back_to_torch_without_native_modules():
     out = subprocess.run([sys.executable, "-c", BLOCKER], capture_output=True, text=True, check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])

@@ -5,8 +5,8 @@ import torch
 import pyred
 from pyred import _native
 from pyred.ops import gathered_block_sums, segment_sums
-import references as R
-from conftest import DEVICES, CUDA_OK
+from helpers import references as R
+from helpers.devices import DEVICES, CUDA_OK
 
 BACKENDS = ["native", "torch"]
 

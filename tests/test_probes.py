@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import pyred
-from conftest import DEVICES
+from helpers.devices import DEVICES
 from pyred.probes.reference import train_heads_one_by_one
 
 

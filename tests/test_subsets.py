@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import pyred
-from conftest import DEVICES
+from helpers.devices import DEVICES
 
 PAPER_R50 = [0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9]
 

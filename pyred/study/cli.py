@@ -1,0 +1,169 @@
+"""The ``pyred`` command: ``run``, ``report``, ``export`` and ``runs``.
+
+Every error a user can cause prints one line, ``pyred: error: ...``, and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def _select(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--config", help="a configuration id (or a unique prefix; 'pyred runs DIR' lists them)")
+    g.add_argument("--all", action="store_true", help="every configuration, each in its own section")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pyred", description="Diffused redundancy in pretrained representations.")
+    sub = p.add_subparsers(dest="command")
+    r = sub.add_parser("run", help="run a study (no arguments: the built-in default on digits)")
+    r.add_argument("config", nargs="?", help="a TOML study configuration")
+    r.add_argument("--model", action="append", dest="models", help="timm model name (repeatable)")
+    r.add_argument("--dataset", action="append", dest="datasets", help="dataset name (repeatable)")
+    r.add_argument("--features", help=".npz with X_train, y_train, X_test, y_test[, X_val, y_val, class_names]")
+    r.add_argument("--fractions", type=_floats, help="e.g. 0.01,0.1,0.5")
+    r.add_argument("--seeds", type=_ints, help="e.g. 1,2,3")
+    r.add_argument("--recipe", help="sgd (default), lbfgs or ridge")
+    r.add_argument("--epochs", type=int, help="sgd epochs (default 100)")
+    r.add_argument("--device", help="cpu, cuda, cuda:1, ...")
+    r.add_argument("--out", help="study folder (default pyred-run)")
+    r.add_argument("--no-report", action="store_true", help="skip the plots and report.md")
+    r.add_argument("--no-wait", action="store_true", help="refuse at once when another run uses the folder")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    rep = sub.add_parser("report", help="rewrite the analysis, plots and report.md of a study folder")
+    rep.add_argument("dir")
+    _select(rep)
+    ex = sub.add_parser("export", help="export a study's results to CSV and/or Parquet")
+    ex.add_argument("dir")
+    ex.add_argument("--csv", help="CSV file (default DIR/results.csv)")
+    ex.add_argument("--parquet", help="Parquet file (needs pyarrow)")
+    _select(ex)
+    ru = sub.add_parser("runs", help="list the configurations and runs recorded in a study folder")
+    ru.add_argument("dir")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("run", "report", "export", "runs", "-h", "--help"):
+        argv = ["run"] + argv
+    args = parser().parse_args(argv)
+    from .errors import StudyError
+
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("pyred: interrupted; every finished unit is saved, re-run the same command to go on", file=sys.stderr)
+        return 130
+    except (StudyError, ValueError, TypeError, OSError, RuntimeError, sqlite3.Error) as exc:
+        print(f"pyred: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"
+    return " ".join(text.split())
+
+
+def _run(args) -> int:
+    from .config import load_config
+    from .runner import run
+
+    overrides = dict(models=args.models, datasets=args.datasets, features=args.features, fractions=args.fractions,
+                     seeds=args.seeds, recipe=args.recipe, device=args.device, out=args.out, epochs=args.epochs)
+    if args.no_report:
+        overrides["report"] = False
+    cfg = load_config(args.config, **overrides)
+    out = run(cfg, progress=not args.quiet, wait=not args.no_wait)
+    print(f"pyred: results in {out}/results.sqlite" + (f", report {out}/report.md" if cfg.report else ""))
+    return 0
+
+
+def _report(args) -> int:
+    from .report import write_report
+
+    print(f"pyred: wrote {write_report(args.dir, args.config, args.all)}")
+    return 0
+
+
+def _export(args) -> int:
+    from .errors import StudyError
+    from .report import database
+    from .store import ResultStore
+
+    store = ResultStore(database(args.dir), create=False)
+    try:
+        ids = store.resolve(args.config, args.all)
+        targets = [("--csv", args.csv or os.path.join(args.dir, "results.csv"), store.export_csv)]
+        if args.parquet:
+            targets.append(("--parquet", args.parquet, store.export_parquet))
+        protected = {os.path.realpath(store.path)} | {os.path.realpath(store.path + s) for s in ("-wal", "-shm")}
+        caches = [os.path.realpath(c) for c in store.cache_dirs()]
+        for flag, path, _ in targets:
+            real = os.path.realpath(path)
+            if os.path.isdir(path):
+                raise StudyError(f"{flag}: {path} is a directory; give a file path")
+            if real in protected:
+                raise StudyError(f"{flag}: {path} is the results database itself; give another file")
+            if any(real == c or real.startswith(c + os.sep) for c in caches):
+                raise StudyError(f"{flag}: {path} is inside the feature cache; give a file outside it")
+        for _, path, write in targets:
+            print(f"pyred: wrote {write(path, ids)}")
+    finally:
+        store.close()
+    return 0
+
+
+def _runs(args) -> int:
+    import time
+
+    from .report import database
+    from .store import ResultStore
+
+    store = ResultStore(database(args.dir), create=False)
+    try:
+        infos = store.configs()
+    finally:
+        store.close()
+    if not infos:
+        print(f"{args.dir}: no configuration recorded yet")
+        return 0
+    print(f"{'config':<13} {'last run':<17} {'runs':>4} {'rows':>6}  what")
+    for i, c in enumerate(infos):
+        ident = c.identity
+        models = ",".join(m["name"] for m in ident["models"])
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.last_run))
+        what = (f"{models} on {','.join(ident['datasets'])}; {ident['recipe']} "
+                f"{', '.join(f'{k}={v}' for k, v in ident['recipe_options'].items() if v is not None)}; "
+                f"{len(ident['fractions'])} fractions x {len(ident['seeds'])} seeds; methods {ident['methods']}"
+                + ("" if not ident["cka"] else f"; CKA {'debiased' if ident['cka']['debiased'] else 'biased'} "
+                   f"on {ident['cka']['samples']}"))
+        print(f"{c.id:<13} {when:<17} {c.runs:>4} {c.rows:>6}  {what}{'  (latest)' if i == 0 else ''}")
+    return 0
+
+
+COMMANDS = {"run": _run, "report": _report, "export": _export, "runs": _runs}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

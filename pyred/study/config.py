@@ -1,0 +1,323 @@
+"""A study's configuration: its schema, its validation, and its identity.
+
+``load_config(path, **overrides)`` reads a TOML file (or takes the built-in
+default), applies command-line overrides and validates everything -- types,
+ranges, unknown keys (with a close-match hint), recipe options, model and
+dataset names, the features files -- before any work starts.
+
+``identity(cfg)`` is the canonical form of everything that changes the
+numbers (the grid, methods, recipe and every option after defaults, CKA
+settings, models with the digests of their features and weights files,
+datasets), and ``config_id(cfg)`` its digest: the key under which the results
+database keeps a configuration's rows. Settings that only change how the work
+runs (output folder, device, batch size, cache folder, head chunks, report)
+are not part of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import _checks as check
+from .._files import digest, sha256_file
+from .errors import ConfigError
+from .npz import check_features_file
+
+PAPER_FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9)
+POOLS = ("avg", "cls", "flatten")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a study: a timm name (pretrained, or ``weights`` from a local file), or a label
+    for precomputed ``features`` (.npz with X_train, y_train, X_test, y_test[, X_val, y_val, class_names])."""
+
+    name: str
+    features: str | None = None
+    pretrained: bool = True
+    weights: str | None = None
+    layer: str = "penultimate"
+    pool: str = "avg"
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> "ModelSpec":
+        if isinstance(raw, str):
+            return cls(raw)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: a model is a timm name or a table, got {raw!r}")
+        _unknown(raw, [f.name for f in dataclasses.fields(cls)], where)
+        if "name" not in raw:
+            raise ConfigError(f"{where}: a model table needs a name, got {raw!r}")
+        spec = cls(**raw)
+        _guard(lambda: check.string(spec.name, f"{where}.name"))
+        for key in ("features", "weights"):
+            if getattr(spec, key) is not None:
+                _guard(lambda: check.string(getattr(spec, key), f"{where}.{key}"))
+        _guard(lambda: check.boolean(spec.pretrained, f"{where}.pretrained"))
+        _guard(lambda: check.string(spec.layer, f"{where}.layer"))
+        _guard(lambda: check.choice(spec.pool, f"{where}.pool", POOLS))
+        return spec
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A study: models x datasets x methods x fractions x seeds, through CKA and probes.
+
+    The fields below ``full_layer_seed`` only change how the work runs, not its numbers.
+    """
+
+    models: tuple
+    datasets: tuple
+    fractions: tuple = PAPER_FRACTIONS
+    seeds: tuple = (1, 2, 3, 4, 5)
+    methods: tuple = ("random",)
+    recipe: str = "sgd"
+    recipe_options: dict = field(default_factory=dict)
+    cka: bool = True
+    cka_samples: int = 1000
+    cka_debiased: bool = False
+    full_layer_seed: int = 2
+    out: str = "pyred-run"
+    device: str | None = None
+    batch_size: int | None = None
+    cache_dir: str | None = None
+    head_chunks: int = 1
+    report: bool = True
+
+    def settings(self) -> dict:
+        """Everything, as plain data (for the runs table)."""
+        d = dataclasses.asdict(self)
+        d["models"] = [dataclasses.asdict(m) for m in self.models]
+        return d
+
+
+RUN_ONLY = ("out", "device", "batch_size", "cache_dir", "head_chunks", "report")
+KEYS = [f.name for f in dataclasses.fields(StudyConfig)]
+
+
+def default_config() -> StudyConfig:
+    """The built-in default: offline pretrained EfficientNet-Lite0 on scikit-learn's digits,
+    the paper's fraction grid, 5 seeds plus the full layer, every stage."""
+    return StudyConfig(models=(ModelSpec("tf_efficientnet_lite0"),), datasets=("digits",))
+
+
+def load_config(path: str | None = None, **overrides: Any) -> StudyConfig:
+    """A validated StudyConfig from a TOML file (or the default) and command-line overrides.
+
+    Overrides (None: not given): models (timm names), datasets, features (an .npz path),
+    fractions, seeds, recipe, device, out, epochs (sgd epochs).
+    """
+    raw: dict = {}
+    source = "the default"
+    if path is not None:
+        raw, source = _read_toml(path), str(path)
+    raw = dict(raw)
+    epochs = overrides.pop("epochs", None)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "features":
+            raw["models"] = [{"name": os.path.splitext(os.path.basename(value))[0], "features": value}]
+            raw["datasets"] = ["features"]
+        else:
+            raw[key] = list(value) if isinstance(value, (list, tuple)) else value
+    if epochs is not None:
+        options = raw.get("recipe_options", {})
+        if not isinstance(options, dict):
+            raise ConfigError(f"recipe_options: expected a table, got {options!r}")
+        raw["recipe_options"] = {**options, "epochs": epochs}
+    return parse(raw, source)
+
+
+def parse(raw: dict, source: str = "config") -> StudyConfig:
+    """Builds and validates a StudyConfig from a plain mapping (a parsed TOML document)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: expected a table of settings, got {type(raw).__name__}")
+    _unknown(raw, KEYS, f"config ({source})")
+    base = default_config()
+    models_raw = raw.get("models")
+    if models_raw is None:
+        models = base.models
+    else:
+        if not isinstance(models_raw, list):
+            raise ConfigError(f"models: expected a list of models, got {models_raw!r}")
+        models = tuple(ModelSpec.parse(m, f"models[{i}]") for i, m in enumerate(models_raw))
+    datasets = raw.get("datasets")
+    if datasets is None:
+        datasets = ("features",) if models and all(m.features for m in models) else base.datasets
+    values = {k: raw[k] for k in KEYS if k in raw and k not in ("models", "datasets")}
+    cfg = dataclasses.replace(base, models=models, datasets=_strings(datasets, "datasets"), **_typed(values))
+    validate(cfg)
+    return cfg
+
+
+def _typed(values: dict) -> dict:
+    """Checks each scalar or list setting's type and range; returns them in canonical form."""
+    out = {}
+    for key, v in values.items():
+        if key == "fractions":
+            out[key] = tuple(_guard(lambda f=f: check.number(f, "fractions", min=0, max=1)) for f in _list(v, key))
+        elif key == "seeds":
+            out[key] = tuple(_guard(lambda s=s: check.integer(s, "seeds", min=0)) for s in _list(v, key))
+        elif key == "methods":
+            out[key] = _strings(v, key)
+        elif key in ("recipe", "out"):
+            out[key] = _guard(lambda: check.string(v, key))
+        elif key in ("device", "cache_dir"):
+            out[key] = None if v is None else _guard(lambda: check.string(v, key))
+        elif key in ("cka", "cka_debiased", "report"):
+            out[key] = _guard(lambda: check.boolean(v, key))
+        elif key == "cka_samples":
+            out[key] = _guard(lambda: check.integer(v, key, min=2))
+        elif key in ("full_layer_seed",):
+            out[key] = _guard(lambda: check.integer(v, key, min=0))
+        elif key in ("head_chunks",):
+            out[key] = _guard(lambda: check.integer(v, key, min=1))
+        elif key == "batch_size":
+            out[key] = _guard(lambda: check.optional_integer(v, key, min=1))
+        elif key == "recipe_options":
+            if not isinstance(v, dict):
+                raise ConfigError(f"recipe_options: expected a table ([recipe_options] in TOML), got {v!r}")
+            out[key] = dict(v)
+    return out
+
+
+def validate(cfg: StudyConfig) -> None:
+    """Raises ConfigError (one line) for anything that would fail later."""
+    import timm
+
+    from .. import datasets as ds
+    from ..probes import RECIPES
+    from .methods import METHODS
+
+    if not cfg.models:
+        raise ConfigError("models: the study has no model")
+    names = None
+    for m in cfg.models:
+        if m.features:
+            check_features_file(m.features)
+        else:
+            names = names if names is not None else set(timm.list_models())
+            if m.name not in names:
+                close = check.did_you_mean(m.name, names)
+                raise ConfigError(f"model: {m.name!r} is not a timm model{close} (see timm.list_models())")
+            if m.weights is not None and not os.path.isfile(m.weights):
+                raise ConfigError(f"weights: no such file {m.weights}")
+    if not cfg.datasets:
+        raise ConfigError("datasets: the study has no dataset")
+    for d in cfg.datasets:
+        if d != "features" and d not in ds.available():
+            raise ConfigError(f"dataset: unknown {d!r}{check.did_you_mean(d, ds.available())}; "
+                              f"available: {ds.available()}")
+    if "features" in cfg.datasets and not all(m.features for m in cfg.models):
+        raise ConfigError("datasets: 'features' goes with --features/.npz models only")
+    if any(m.features for m in cfg.models) and cfg.datasets != ("features",):
+        raise ConfigError("datasets: models given as features files take datasets = [\"features\"]")
+    if not cfg.fractions:
+        raise ConfigError("fractions: the grid is empty")
+    if not cfg.seeds:
+        raise ConfigError("seeds: no seed given")
+    if not cfg.methods:
+        raise ConfigError("methods: no method given")
+    for m in cfg.methods:
+        if m not in METHODS:
+            raise ConfigError(f"methods: unknown {m!r}{check.did_you_mean(m, METHODS)}; expected some of "
+                              f"{list(METHODS)}")
+    if cfg.recipe not in RECIPES:
+        raise ConfigError(f"recipe: unknown {cfg.recipe!r}{check.did_you_mean(cfg.recipe, RECIPES)}; expected one of "
+                          f"{sorted(RECIPES)}")
+    if "init_seeds" in cfg.recipe_options:
+        raise ConfigError("recipe_options: init_seeds is set per head by the study (from its method, fraction "
+                          "and seed); remove it")
+    _guard(lambda: RECIPES[cfg.recipe].parse_options(cfg.recipe_options), "recipe_options")
+    if cfg.cka_debiased and cfg.cka_samples < 4:
+        raise ConfigError(f"cka_samples: the debiased estimator needs at least 4 samples, got {cfg.cka_samples}")
+    out = os.path.abspath(cfg.out)
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".pyred-write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as exc:
+        raise ConfigError(f"out: cannot write to {out} ({exc.strerror or exc})") from None
+
+
+# -- identity ----------------------------------------------------------------------------------
+def identity(cfg: StudyConfig) -> dict:
+    """Everything that changes the study's numbers, in canonical form (plain data, sorted where
+    order does not matter, recipe options with their defaults filled in, file digests)."""
+    from ..probes import RECIPES
+
+    options = dataclasses.asdict(RECIPES[cfg.recipe].parse_options(cfg.recipe_options))
+    models = []
+    for m in cfg.models:
+        entry = {"name": m.name, "layer": m.layer, "pool": m.pool}
+        if m.features:
+            entry["features_sha256"] = sha256_file(m.features)
+        else:
+            entry["pretrained"] = m.pretrained
+            entry["weights_sha256"] = sha256_file(m.weights) if m.weights else None
+        models.append(entry)
+    return {
+        "models": models,
+        "datasets": list(cfg.datasets),
+        "fractions": sorted(set(cfg.fractions)),
+        "seeds": sorted(set(cfg.seeds)),
+        "methods": sorted(set(cfg.methods)),
+        "full_layer_seed": cfg.full_layer_seed,
+        "recipe": cfg.recipe,
+        "recipe_options": options,
+        "cka": {"enabled": cfg.cka, "samples": cfg.cka_samples, "debiased": cfg.cka_debiased} if cfg.cka else None,
+    }
+
+
+def config_id(ident: dict) -> str:
+    """The short digest that keys a configuration in the results database."""
+    return digest(ident, 12)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _read_toml(path: str) -> dict:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config: no such file {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config: {path} is a directory, expected a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid TOML ({exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {path} is not a text (TOML) file") from None
+
+
+def _guard(fn, prefix: str | None = None):
+    """fn(), with a ValueError/TypeError from a check turned into a ConfigError."""
+    try:
+        return fn()
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{prefix}: {exc}" if prefix else str(exc)) from None
+
+
+def _unknown(raw: dict, known: list, where: str) -> None:
+    _guard(lambda: check.unknown_keys(raw, known, where))
+
+
+def _list(v: Any, key: str) -> list:
+    if isinstance(v, (str, bytes, dict)) or not isinstance(v, (list, tuple)):
+        raise ConfigError(f"{key}: expected a list, got {v!r}")
+    return list(v)
+
+
+def _strings(v: Any, key: str) -> tuple:
+    return tuple(_guard(lambda s=s: check.string(s, key)) for s in _list(v, key))

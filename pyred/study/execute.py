@@ -1,0 +1,55 @@
+"""Runs one unit of a study: CKA of every subset with the full layer, or a chunk of probe heads."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .._files import digest
+from .config import StudyConfig
+from .data import LayerData
+from .plan import ResultRow, Unit
+from .views import ViewCache
+
+
+def head_init_seed(method: str, fraction: float, seed: int, tag: str = "") -> int:
+    """The seed of a head's ``nn.Linear`` initialisation: fixed by what the head is (method, fraction,
+    subset seed), not by its place in the grid -- so adding seeds, reordering fractions or cutting the
+    heads into other chunks leaves every head's numbers as they were."""
+    return int(digest([method, float(fraction), int(seed), tag], 15), 16) % (2**31)
+
+
+def run_unit(cfg: StudyConfig, unit: Unit, data: LayerData, views: ViewCache, progress: bool) -> list[ResultRow]:
+    from ..cka import subset_cka
+    from ..probes import train_probes
+    from ..probes.layouts import choose_layout
+
+    S, heads = unit.subsets, list(unit.heads)
+    rows = [ResultRow(data.model, data.dataset, data.layer, unit.method, float(S.fractions[k]), int(S.seeds[k]),
+                      int(S.sizes[k])) for k in heads]
+    if unit.kind == "cka":
+        n = cfg.cka_samples
+        X = torch.as_tensor(np.array(data.X_test[:n]))  # a writable copy of the first n test samples
+        Z = X if unit.view is None else torch.as_tensor(views.apply(unit.view, data.X_test[:n]))
+        if cfg.device:
+            X, Z = X.to(cfg.device), Z.to(cfg.device)
+        # CKA of each subset of the view with the full layer itself
+        values = subset_cka(Z, S, target=None if unit.view is None else X, debiased=cfg.cka_debiased).cpu().numpy()
+        for r, k in zip(rows, heads):
+            r.cka = float(values[k])
+        return rows
+    part = S[heads[0]:heads[-1] + 1]
+    options = dict(cfg.recipe_options)
+    if cfg.recipe == "sgd":
+        options["init_seeds"] = [head_init_seed(unit.method, r.fraction, r.seed) for r in rows]
+        # Same layout whatever the chunking: chosen from the whole plan.
+        options.setdefault("layout", choose_layout(S, data.dim, torch.device(cfg.device or "cpu")))
+    res = train_probes(views.apply(unit.view, data.X_train), np.asarray(data.y_train), part, recipe=cfg.recipe,
+                       X_val=None if data.X_val is None else views.apply(unit.view, data.X_val),
+                       y_val=None if data.y_val is None else np.asarray(data.y_val),
+                       device=cfg.device, progress=progress, **options)
+    ev = res.evaluate(views.apply(unit.view, data.X_test), np.asarray(data.y_test))
+    for j, r in enumerate(rows):
+        r.accuracy = float(ev.accuracy[j])
+        r.per_class = [None if np.isnan(v) else float(v) for v in np.asarray(ev.per_class_accuracy[j])]
+    return rows

@@ -1,0 +1,80 @@
+"""How a study picks the k features each probe reads: one entry per method in ``METHODS``.
+
+A method turns (the config, the layer width d) into plans: a view of the layer
+(None for the layer itself) and the subsets of that view's columns to probe.
+Adding a method is one function and one entry here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..subsets import Subsets, draw_subsets
+from .views import PCAView, ProjectionView, View
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Probe the columns ``subsets`` of ``view`` (None: the layer itself); ``tag`` tells plans of one method apart."""
+
+    view: View | None
+    subsets: Subsets
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    plans: Callable[["object", int], list]  # (StudyConfig, d) -> [Plan]
+
+
+def _fractions_with_full(cfg) -> list:
+    return sorted(set(cfg.fractions) | {1.0})
+
+
+def _random(cfg, d):
+    grid = draw_subsets(d, sorted(set(cfg.fractions)), sorted(set(cfg.seeds)))
+    if 1.0 not in cfg.fractions:
+        grid = Subsets.concat([grid, draw_subsets(d, [1.0], [cfg.full_layer_seed])])
+    return [Plan(None, grid)]
+
+
+def _first(cfg, d):
+    return [Plan(None, draw_subsets(d, _fractions_with_full(cfg), mode="first"))]
+
+
+def _pca_top(cfg, d):
+    return [Plan(PCAView(), draw_subsets(d, _fractions_with_full(cfg), mode="first"))]
+
+
+def _pca_bottom(cfg, d):
+    fracs = _fractions_with_full(cfg)
+    S = Subsets.from_lists([list(range(d - int(f * d), d)) for f in fracs], d=d)
+    return [Plan(PCAView(), S.with_metadata(fractions=torch.tensor(fracs, dtype=torch.float64)))]
+
+
+def _projections(kind):
+    def plans(cfg, d):
+        out = []
+        for seed in sorted(set(cfg.seeds)):
+            S = draw_subsets(d, _fractions_with_full(cfg), mode="first")
+            out.append(Plan(ProjectionView(int(seed), kind), S.with_metadata(seeds=torch.full((len(S),), int(seed))),
+                            tag=f"seed{seed}"))
+        return out
+
+    return plans
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("random", "the paper's random subsets: seed s -> manual_seed(s), randperm(d), first int(f d)", _random),
+    Method("first", "neurons 0..k-1 (the paper's MRL runs)", _first),
+    Method("pca", "the top-k exact principal directions of the training features", _pca_top),
+    Method("pca-bottom", "the bottom-k principal directions", _pca_bottom),
+    Method("randproj", "k columns of a Gaussian random projection per seed", _projections("gaussian")),
+    Method("randproj-uniform", "k columns of the authors' non-negative uniform projection per seed",
+           _projections("uniform")),
+)}

@@ -1,0 +1,73 @@
+"""A study cut into units of work, and the rows they produce.
+
+Per (model, dataset) and per method's plan: one CKA unit (every subset's CKA
+with the full layer) and ``head_chunks`` probe units (a slice of the heads
+each). A unit's key is a digest of everything its numbers depend on -- the
+configuration's identity, where the features came from, the method, view and
+subsets, and which heads -- so a finished unit is skipped only when nothing
+that changes it changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._files import digest
+from .config import StudyConfig
+from .data import LayerData
+from .methods import METHODS
+from .views import View
+
+
+@dataclass(frozen=True)
+class Unit:
+    key: str
+    kind: str  # "cka" or "probes"
+    method: str
+    view: View | None
+    subsets: object  # the plan's Subsets (all heads; this unit covers ``heads``)
+    heads: range
+    label: str  # for people: model|dataset|layer|method[|tag]|kind[ c/C]
+
+    @property
+    def fields(self) -> tuple:
+        return ("cka",) if self.kind == "cka" else ("accuracy", "per_class")
+
+
+@dataclass
+class ResultRow:
+    """One (model, dataset, layer, method, fraction, seed) of a configuration."""
+
+    model: str
+    dataset: str
+    layer: str
+    method: str
+    fraction: float
+    seed: int
+    k: int
+    accuracy: float | None = None
+    per_class: list | None = field(default=None)
+    cka: float | None = None
+
+
+def plan_units(cfg: StudyConfig, cfg_id: str, data: LayerData) -> list[Unit]:
+    units = []
+    for method in sorted(set(cfg.methods)):
+        for plan in METHODS[method].plans(cfg, data.dim):
+            base = "|".join(filter(None, (data.model, data.dataset, data.layer, method, plan.tag)))
+            S = plan.subsets
+            lists = hashlib.sha256(S.indices.cpu().numpy().tobytes() + S.offsets.cpu().numpy().tobytes()).hexdigest()
+            what = [cfg_id, data.identity, method, plan.view.describe() if plan.view else None, plan.tag, lists]
+            if cfg.cka:
+                units.append(Unit(digest(what + ["cka"], 20), "cka", method, plan.view, S, range(len(S)),
+                                  f"{base}|cka"))
+            bounds = np.linspace(0, len(S), min(cfg.head_chunks, len(S)) + 1).astype(int)
+            chunks = len(bounds) - 1
+            for c in range(chunks):
+                heads = range(int(bounds[c]), int(bounds[c + 1]))
+                units.append(Unit(digest(what + ["probes", heads.start, heads.stop], 20), "probes", method, plan.view,
+                                  S, heads, f"{base}|probes {c + 1}/{chunks}"))
+    return units

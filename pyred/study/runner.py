@@ -1,0 +1,115 @@
+"""Runs a study: every (model, dataset) through features, CKA and probes, into the results database.
+
+Work is cut into units (:mod:`pyred.study.plan`). Each finished unit is
+committed with its rows at once (rank 0 writes the database; other ranks spool
+their units to disk, see :mod:`pyred.study.spool`), so a killed run keeps every
+unit it finished, and the next run with the same configuration skips them. A
+lock keeps a second run off the same folder. At the end the report is
+rewritten from the database.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+from .._version import __version__
+from . import spool
+from .config import StudyConfig, config_id, identity
+from .data import load_layer_data
+from .distributed import Distributed
+from .errors import StudyError
+from .execute import run_unit
+from .lock import RunLock
+from .plan import plan_units
+from .report import analyse_folder, database, write_report
+from .store import ResultStore
+from .views import ViewCache
+
+
+def run(cfg: StudyConfig, progress: bool = True, wait: bool = True, say=print) -> str:
+    """Runs every unit of ``cfg`` not finished yet; returns the study folder (which holds results.sqlite).
+
+    wait: when another run holds the folder, wait for it (True) or raise StudyError (False).
+    say: where one-line messages go (``print``; None for silence).
+    """
+    say = say or (lambda *_: None)
+    dist = Distributed.setup(cfg.device)
+    out = os.path.abspath(cfg.out)
+    ident = identity(cfg)
+    cid = config_id(ident)
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, device=dist.device_for(cfg.device),
+                              head_chunks=max(cfg.head_chunks, dist.world))  # enough probe units for every rank
+    lock = store = None
+    run_id = None
+    try:
+        status: tuple = ("ok", set())
+        if dist.rank == 0:
+            try:
+                lock = RunLock(out, wait)
+                store = ResultStore(database(out))
+                spool.ingest(store, out)  # units other ranks finished before a kill
+                run_id = store.start_run(cid, ident, cfg.settings(), versions())
+                status = ("ok", store.finished_units())
+            except Exception as exc:  # every rank must learn that rank 0 stopped
+                status = ("error", f"{exc}")
+                if dist.world == 1:
+                    raise
+        status = dist.broadcast(status)
+        if status[0] == "error":
+            raise StudyError(f"rank 0 could not start the study: {status[1]}")
+        finished = status[1]
+        shown = progress and dist.rank == 0
+        features_sha = {m["name"]: m.get("features_sha256") for m in ident["models"]}
+        done = skipped = 0
+        for model in cfg.models:
+            for dataset in cfg.datasets:
+                data = load_layer_data(cfg, model, dataset, dist, shown, features_sha.get(model.name))
+                views = ViewCache(data.X_train)
+                units = plan_units(cfg, cid, data)
+                skipped += sum(u.key in finished for u in units)
+                for i, unit in enumerate(units):
+                    if i % dist.world != dist.rank or unit.key in finished:
+                        continue
+                    rows = run_unit(cfg, unit, data, views, shown)
+                    if store is not None:
+                        store.commit_unit(unit.key, cid, unit.label, rows, unit.fields)
+                        spool.ingest(store, out)
+                    else:
+                        spool.write(out, cid, unit, rows)
+                    done += 1
+        dist.barrier()
+        if store is not None:
+            spool.ingest(store, out)
+            store.finish_run(run_id)
+            store.close()
+            store = None
+            if skipped:
+                say(f"pyred: {skipped} finished units of configuration {cid} were already in {database(out)}; "
+                    "skipped them")
+            if cfg.report:
+                write_report(out, config=cid)
+            else:
+                analyse_folder(out, config=cid)
+    finally:
+        if store is not None:
+            store.close()
+        if lock is not None:
+            lock.release()
+        dist.teardown()
+    return out
+
+
+def versions() -> dict:
+    import numpy as np
+    import timm
+    import torch
+
+    from .._native import native_info
+
+    info = native_info()
+    return {"pyred": __version__, "torch": torch.__version__, "timm": timm.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "cuda_kernels": info["cuda_device_usable"],
+            "cpu_kernels": info["cpu_module"]}
