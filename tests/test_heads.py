@@ -102,7 +102,8 @@ def test_native_head_entry_points_refuse_inconsistent_sizes():
     off = torch.tensor([0, 2], dtype=torch.int64)
     W = torch.randn(2, 3)
     out = torch.empty(1, 4, 3)
-    good = [XT.data_ptr(), 24, 0, 4, 4, 6, idx.data_ptr(), 2, off.data_ptr(), 2, W.data_ptr(), 6, 3, out.data_ptr(), 12]
+    good = [XT.data_ptr(), 24, 0, 4, 4, 6, idx.data_ptr(), 2, off.data_ptr(), 2, W.data_ptr(), 6, 3, out.data_ptr(), 12,
+            0]
     C_.gathered_forward(*good)
     torch.testing.assert_close(out[0], XT.T[:, [0, 5]] @ W)
     for pos, value, match in [(1, 23, "XT: expected 24"), (4, 3, "ldx"), (11, 5, "W: expected 6"), (10, 0, "W: null pointer"),
@@ -120,4 +121,7 @@ def test_native_head_entry_points_refuse_inconsistent_sizes():
     dW = torch.empty(2, 3)
     with pytest.raises(ValueError, match="dW: expected 6"):
         C_.gathered_weight_grad(XT.data_ptr(), 24, 0, 4, 4, 6, idx.data_ptr(), 2, off.data_ptr(), 2,
-                                G.data_ptr(), 12, 3, dW.data_ptr(), 5)
+                                G.data_ptr(), 12, 3, dW.data_ptr(), 5, 0)
+    with pytest.raises(ValueError, match="subsets: 2 indices but no list"):  # K = 0 heads holding indices
+        C_.gathered_weight_grad(XT.data_ptr(), 24, 0, 4, 4, 6, idx.data_ptr(), 2, off.data_ptr(), 1,
+                                G.data_ptr(), 0, 3, dW.data_ptr(), 6, 0)

@@ -119,7 +119,7 @@ def test_native_cpu_entry_points_refuse_inconsistent_sizes():
     off = torch.tensor([0, 2], dtype=torch.int64)
     out = torch.empty(1, 2, dtype=torch.float64)
     p = lambda t: t.data_ptr()  # noqa: E731
-    good = [p(mats), 32, 1, 2, 4, p(idx), 2, p(off), 2, p(idx), 2, p(off), 2, p(out), 2]
+    good = [p(mats), 32, 1, 2, 4, p(idx), 2, p(off), 2, p(idx), 2, p(off), 2, 2, p(out), 2, 0]
     C.block_sums(*good)
     assert out.tolist() == [[4.0, 4.0]]
     cases = {
@@ -128,7 +128,8 @@ def test_native_cpu_entry_points_refuse_inconsistent_sizes():
         3: (0, ValueError, "M "),
         4: (-1, ValueError, "d "),
         8: (0, ValueError, "offsets must hold"),
-        14: (3, ValueError, "out: expected 2 elements"),
+        15: (3, ValueError, "out: expected 2 elements"),
+        13: (-1, ValueError, "max_rows must be >= 0"),
         0: (0, ValueError, "null pointer"),
         10: (3, IndexError, "offsets\\[-1\\] must equal"),
     }
@@ -144,9 +145,17 @@ def test_native_cpu_entry_points_refuse_inconsistent_sizes():
         C.block_sums(*args)
     bad_off = torch.tensor([0, 3, 2], dtype=torch.int64)
     with pytest.raises(IndexError, match="non-decreasing"):
-        C.segment_sums(p(mats), 8, 1, 2, 4, p(idx), 2, p(bad_off), 3, p(out), 4)
+        C.segment_sums(p(mats), 8, 1, 2, 4, p(idx), 2, p(bad_off), 3, p(out), 4, 0)
     with pytest.raises(ValueError, match="values: expected 8 elements"):
-        C.segment_sums(p(mats), 9, 1, 2, 4, p(idx), 2, p(off), 2, p(out), 2)
+        C.segment_sums(p(mats), 9, 1, 2, 4, p(idx), 2, p(off), 2, p(out), 2, 0)
+
+
+@pytest.mark.skipif(_native.cpu_module() is None or _native.cuda_module() is None,
+                    reason="needs both native modules (the CUDA one builds wherever nvcc is, no GPU needed)")
+def test_cpu_and_cuda_modules_have_identical_entry_points():
+    C, Cu = _native.cpu_module(), _native.cuda_module()
+    for name in ("segment_sums", "block_sums", "gathered_forward", "gathered_weight_grad"):
+        assert getattr(C, name).__doc__.splitlines()[0] == getattr(Cu, name).__doc__.splitlines()[0], name
 
 
 @pytest.mark.skipif(_native.cuda_module() is None, reason="CUDA module not built")

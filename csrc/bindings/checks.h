@@ -39,6 +39,8 @@ inline IndexLists make_lists(const char* name, std::uintptr_t indices, int64_t n
   expect(nnz >= 0, std::string(name) + ": negative number of indices");
   expect(num_offsets >= 1, std::string(name) + ": offsets must hold K + 1 >= 1 entries, got " +
                                std::to_string(num_offsets));
+  expect(num_offsets > 1 || nnz == 0, std::string(name) + ": " + std::to_string(nnz) +
+                                          " indices but no list (K = 0) to hold them");
   expect_pointer(name, indices, nnz);
   expect_pointer(name, offsets, num_offsets);
   return IndexLists{reinterpret_cast<const int64_t*>(indices), reinterpret_cast<const int64_t*>(offsets),

@@ -116,22 +116,10 @@ void block_sums_impl(const T* mats, int64_t M, int64_t d, const IndexLists& R, c
     for (int64_t m = 0; m < M; ++m) out[tasks[t].k * M + m] += partial[t * M + m];
 }
 
-Status check_sizes(int64_t M, int64_t d) {
-  if (M < 1) return Status::Error("number of matrices M must be >= 1, got " + std::to_string(M));
-  if (d < 1) return Status::Error("width d must be >= 1, got " + std::to_string(d));
-  return Status::Ok();
-}
-
 }  // namespace
 
 Status segment_sums_cpu(const void* values, DType dtype, int64_t M, int64_t d, const IndexLists& lists,
                         double* out) {
-  Status st = check_sizes(M, d);
-  if (!st.ok) return st;
-  if (values == nullptr || (lists.num_lists > 0 && out == nullptr))
-    return Status::Error("null data pointer");
-  st = check_index_lists(lists, d, "subsets");
-  if (!st.ok) return st;
   if (dtype == DType::Float32)
     segment_sums_impl(static_cast<const float*>(values), M, d, lists, out);
   else
@@ -141,17 +129,6 @@ Status segment_sums_cpu(const void* values, DType dtype, int64_t M, int64_t d, c
 
 Status block_sums_cpu(const void* mats, DType dtype, int64_t M, int64_t d, const IndexLists& rows,
                       const IndexLists& cols, double* out) {
-  Status st = check_sizes(M, d);
-  if (!st.ok) return st;
-  if (rows.num_lists != cols.num_lists)
-    return Status::Error("rows and cols must hold the same number of lists, got " +
-                         std::to_string(rows.num_lists) + " and " + std::to_string(cols.num_lists));
-  if (mats == nullptr || (rows.num_lists > 0 && out == nullptr))
-    return Status::Error("null data pointer");
-  st = check_index_lists(rows, d, "rows");
-  if (!st.ok) return st;
-  st = check_index_lists(cols, d, "cols");
-  if (!st.ok) return st;
   if (dtype == DType::Float32)
     block_sums_impl(static_cast<const float*>(mats), M, d, rows, cols, out);
   else

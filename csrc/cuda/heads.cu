@@ -8,6 +8,7 @@
 
 #include <cmath>
 
+#include "common.cuh"
 #include "pyred/heads.h"
 
 namespace pyred {
@@ -52,18 +53,7 @@ __device__ inline int64_t head_of(const IndexLists& H, int64_t p) {
   return lo;
 }
 
-template <typename T>
-__device__ inline T block_sum(T v, T* shared) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  v = threadIdx.x < (blockDim.x >> 5) ? shared[lane] : T(0);
-  if (warp == 0)
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-  __syncthreads();
-  return v;
-}
+using cuda::block_sum;
 
 template <typename T>
 __global__ void weight_grad_kernel(const T* __restrict__ XT, int64_t B, int64_t ldx, int64_t d, IndexLists H,
@@ -92,19 +82,14 @@ __global__ void weight_grad_kernel(const T* __restrict__ XT, int64_t B, int64_t 
   }
 }
 
-std::string launch_error() {
-  const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? std::string() : std::string(cudaGetErrorString(err));
-}
-
 }  // namespace
 
-std::string gathered_forward_cuda(const void* XT, DType dtype, int64_t B, int64_t ldx, int64_t d,
-                                  const IndexLists& heads, const void* W, int64_t C, void* logits, void* stream) {
-  if (heads.num_lists == 0 || B == 0) return {};
+Status gathered_forward_cuda(const void* XT, DType dtype, int64_t B, int64_t ldx, int64_t d,
+                             const IndexLists& heads, const void* W, int64_t C, void* logits, void* stream) {
+  if (heads.num_lists == 0 || B == 0) return Status::Ok();
   const int64_t blocks_y = (B * C + kThreads - 1) / kThreads;
-  if (blocks_y > 65535) return "batch rows x classes too large for one launch: split the batch";
-  if (heads.num_lists > 2147483647) return "too many heads for one launch";
+  if (blocks_y > 65535) return Status::Error("batch rows x classes too large for one launch: split the batch");
+  if (heads.num_lists > 2147483647) return Status::Error("too many heads for one launch");
   const dim3 grid(static_cast<unsigned>(heads.num_lists), static_cast<unsigned>(blocks_y));
   auto s = static_cast<cudaStream_t>(stream);
   if (dtype == DType::Float32)
@@ -113,18 +98,16 @@ std::string gathered_forward_cuda(const void* XT, DType dtype, int64_t B, int64_
   else
     forward_kernel<<<grid, kThreads, 0, s>>>(static_cast<const double*>(XT), B, ldx, d, heads,
                                              static_cast<const double*>(W), C, static_cast<double*>(logits));
-  return launch_error();
+  return cuda::launch_status();
 }
 
-std::string gathered_weight_grad_cuda(const void* XT, DType dtype, int64_t B, int64_t ldx, int64_t d,
-                                      const IndexLists& heads, const void* G, int64_t C, void* dW, void* stream) {
-  if (heads.nnz == 0) return {};
+Status gathered_weight_grad_cuda(const void* XT, DType dtype, int64_t B, int64_t ldx, int64_t d,
+                                 const IndexLists& heads, const void* G, int64_t C, void* dW, void* stream) {
+  if (heads.nnz == 0) return Status::Ok();
   auto s = static_cast<cudaStream_t>(stream);
-  if (B == 0) {
-    const cudaError_t err =
-        cudaMemsetAsync(dW, 0, static_cast<size_t>(heads.nnz * C) * (dtype == DType::Float32 ? 4 : 8), s);
-    return err == cudaSuccess ? std::string() : std::string(cudaGetErrorString(err));
-  }
+  if (B == 0)
+    return cuda::cuda_status(
+        cudaMemsetAsync(dW, 0, static_cast<size_t>(heads.nnz * C) * (dtype == DType::Float32 ? 4 : 8), s));
   const unsigned blocks = static_cast<unsigned>(heads.nnz < 65535 * 8 ? heads.nnz : 65535 * 8);
   if (dtype == DType::Float32)
     weight_grad_kernel<<<blocks, kGradThreads, 0, s>>>(static_cast<const float*>(XT), B, ldx, d, heads,
@@ -132,7 +115,7 @@ std::string gathered_weight_grad_cuda(const void* XT, DType dtype, int64_t B, in
   else
     weight_grad_kernel<<<blocks, kGradThreads, 0, s>>>(static_cast<const double*>(XT), B, ldx, d, heads,
                                                        static_cast<const double*>(G), C, static_cast<double*>(dW));
-  return launch_error();
+  return cuda::launch_status();
 }
 
 }  // namespace pyred

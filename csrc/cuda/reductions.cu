@@ -8,35 +8,16 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common.cuh"
 #include "pyred/reductions.h"
 
 namespace pyred {
 namespace {
 
+using cuda::block_sum;
+using cuda::list_bounds;
+
 constexpr int kThreads = 256;
-
-__device__ inline double warp_sum(double v) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-  return v;
-}
-
-// Sum over the block; the result is valid in thread 0.
-__device__ inline double block_sum(double v, double* shared) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  v = warp_sum(v);
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  v = (threadIdx.x < (blockDim.x >> 5)) ? shared[lane] : 0.0;
-  if (warp == 0) v = warp_sum(v);
-  __syncthreads();  // shared is reused by the next call
-  return v;
-}
-
-__device__ inline bool list_bounds(const IndexLists& L, int64_t k, int64_t* b, int64_t* e) {
-  *b = L.offsets[k];
-  *e = L.offsets[k + 1];
-  return *b >= 0 && *e >= *b && *e <= L.nnz;
-}
 
 template <typename T>
 __global__ void segment_sums_kernel(const T* __restrict__ values, int64_t M, int64_t d, IndexLists L,
@@ -108,31 +89,26 @@ __global__ void block_sums_kernel(const T* __restrict__ mats, int64_t M, int64_t
   }
 }
 
-std::string launch_error() {
-  const cudaError_t err = cudaGetLastError();
-  return err == cudaSuccess ? std::string() : std::string(cudaGetErrorString(err));
-}
-
 }  // namespace
 
-std::string segment_sums_cuda(const void* values, DType dtype, int64_t M, int64_t d, const IndexLists& lists,
-                              double* out, void* stream) {
-  if (lists.num_lists == 0) return {};
+Status segment_sums_cuda(const void* values, DType dtype, int64_t M, int64_t d, const IndexLists& lists,
+                         double* out, void* stream) {
+  if (lists.num_lists == 0) return Status::Ok();
   auto s = static_cast<cudaStream_t>(stream);
   const dim3 grid(static_cast<unsigned>(lists.num_lists));
   if (dtype == DType::Float32)
     segment_sums_kernel<<<grid, kThreads, 0, s>>>(static_cast<const float*>(values), M, d, lists, out);
   else
     segment_sums_kernel<<<grid, kThreads, 0, s>>>(static_cast<const double*>(values), M, d, lists, out);
-  return launch_error();
+  return cuda::launch_status();
 }
 
-std::string block_sums_cuda(const void* mats, DType dtype, int64_t M, int64_t d, const IndexLists& rows,
-                            const IndexLists& cols, int64_t max_rows, double* out, void* stream) {
-  if (rows.num_lists == 0) return {};
+Status block_sums_cuda(const void* mats, DType dtype, int64_t M, int64_t d, const IndexLists& rows,
+                       const IndexLists& cols, int64_t max_rows, double* out, void* stream) {
+  if (rows.num_lists == 0) return Status::Ok();
   auto s = static_cast<cudaStream_t>(stream);
-  cudaError_t err = cudaMemsetAsync(out, 0, sizeof(double) * rows.num_lists * M, s);
-  if (err != cudaSuccess) return cudaGetErrorString(err);
+  const Status cleared = cuda::cuda_status(cudaMemsetAsync(out, 0, sizeof(double) * rows.num_lists * M, s));
+  if (!cleared.ok) return cleared;
   // About 8 rows per block: enough blocks to fill the GPU for the largest list.
   const int64_t slabs = std::min<int64_t>(std::max<int64_t>(1, (max_rows + 7) / 8), 65535);
   const dim3 grid(static_cast<unsigned>(rows.num_lists), static_cast<unsigned>(slabs));
@@ -140,7 +116,7 @@ std::string block_sums_cuda(const void* mats, DType dtype, int64_t M, int64_t d,
     block_sums_kernel<<<grid, kThreads, 0, s>>>(static_cast<const float*>(mats), M, d, rows, cols, out);
   else
     block_sums_kernel<<<grid, kThreads, 0, s>>>(static_cast<const double*>(mats), M, d, rows, cols, out);
-  return launch_error();
+  return cuda::launch_status();
 }
 
 }  // namespace pyred

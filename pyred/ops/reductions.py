@@ -62,12 +62,13 @@ def _addr(t: torch.Tensor) -> int:
 
 
 def call_native(module, name: str, like: torch.Tensor, *args) -> None:
-    """module.name(*args), on ``like``'s CUDA device and current stream when it is a CUDA tensor."""
+    """module.name(*args, stream): both native modules take the same arguments; for a CUDA tensor the
+    call runs with ``like``'s device current and on its current stream (the CPU module ignores the stream)."""
     if like.is_cuda:
         with torch.cuda.device(like.device):
             getattr(module, name)(*args, torch.cuda.current_stream(like.device).cuda_stream)
     else:
-        getattr(module, name)(*args)
+        getattr(module, name)(*args, 0)
 
 
 def _segment_sums_impl(values, indices, offsets, backend):
@@ -90,8 +91,7 @@ def _block_sums_impl(mats, row_indices, row_offsets, col_indices, col_offsets, m
     args = (_addr(mats), mats.numel(), _DTYPE_CODE[mats.dtype], M, d, _addr(row_indices), row_indices.numel(),
             _addr(row_offsets), row_offsets.numel(), _addr(col_indices), col_indices.numel(),
             _addr(col_offsets), col_offsets.numel())
-    tail = (max_rows, _addr(out), out.numel()) if mats.is_cuda else (_addr(out), out.numel())
-    call_native(module, "block_sums", mats, *args, *tail)
+    call_native(module, "block_sums", mats, *args, max_rows, _addr(out), out.numel())
     return out
 
 

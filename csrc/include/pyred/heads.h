@@ -10,7 +10,6 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
 
 #include "pyred/reductions.h"
 
@@ -26,11 +25,11 @@ Status gathered_forward_cpu(const void* XT, DType dtype, int64_t B, int64_t ldx,
 Status gathered_weight_grad_cpu(const void* XT, DType dtype, int64_t B, int64_t ldx, int64_t d,
                                 const IndexLists& heads, const void* G, int64_t C, void* dW);
 
-// CUDA versions (device pointers, caller's stream, no synchronisation; a list
-// with an out-of-range index yields NaN). Empty string on success.
-std::string gathered_forward_cuda(const void* XT, DType dtype, int64_t B, int64_t ldx, int64_t d,
-                                  const IndexLists& heads, const void* W, int64_t C, void* logits, void* stream);
-std::string gathered_weight_grad_cuda(const void* XT, DType dtype, int64_t B, int64_t ldx, int64_t d,
-                                      const IndexLists& heads, const void* G, int64_t C, void* dW, void* stream);
+// CUDA versions, same arguments plus a stream (device pointers, no
+// synchronisation; a list with an out-of-range index yields NaN).
+Status gathered_forward_cuda(const void* XT, DType dtype, int64_t B, int64_t ldx, int64_t d,
+                             const IndexLists& heads, const void* W, int64_t C, void* logits, void* stream);
+Status gathered_weight_grad_cuda(const void* XT, DType dtype, int64_t B, int64_t ldx, int64_t d,
+                                 const IndexLists& heads, const void* G, int64_t C, void* dW, void* stream);
 
 }  // namespace pyred

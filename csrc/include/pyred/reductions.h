@@ -21,7 +21,7 @@ struct IndexLists {
   int64_t nnz;
 };
 
-// Result of a CPU entry point: ok, or a message saying what was wrong.
+// Result of every entry point, CPU and CUDA: ok, or a message saying what was wrong.
 struct Status {
   bool ok = true;
   bool index_error = false;  // true: an index or offset out of range
@@ -29,6 +29,9 @@ struct Status {
   static Status Ok() { return {}; }
   static Status Error(std::string msg, bool index = false) { return {false, index, std::move(msg)}; }
 };
+
+// Sizes and index lists are validated once, by the caller (the pybind11
+// layer, with check_index_lists below for host memory); the kernels trust them.
 
 // out[k, m] = sum_{i in lists[k]} values[m, i]
 //   values: (M, d) of dtype; out: (K, M) float64.
@@ -41,17 +44,18 @@ Status segment_sums_cpu(const void* values, DType dtype, int64_t M, int64_t d,
 Status block_sums_cpu(const void* mats, DType dtype, int64_t M, int64_t d,
                       const IndexLists& rows, const IndexLists& cols, double* out);
 
-// CUDA versions: all pointers are device pointers, work is queued on `stream`
-// (a cudaStream_t) and nothing synchronises. Offsets and indices are guarded in
-// the kernel: a list with an out-of-range entry yields NaN instead of reading
-// out of bounds (the Python layer validates lists before they get here).
-// max_rows is an upper bound on the longest row list (sets the grid size).
-// Return an empty string on success, else the CUDA error text of the launch.
-std::string segment_sums_cuda(const void* values, DType dtype, int64_t M, int64_t d,
-                              const IndexLists& lists, double* out, void* stream);
-std::string block_sums_cuda(const void* mats, DType dtype, int64_t M, int64_t d,
-                            const IndexLists& rows, const IndexLists& cols,
-                            int64_t max_rows, double* out, void* stream);
+// CUDA versions, same arguments plus a stream: all pointers are device
+// pointers, work is queued on `stream` (a cudaStream_t) and nothing
+// synchronises. The index lists live on the device, so the host cannot check
+// them cheaply: the Python layer validates them when they are built, and the
+// kernels guard every offset and index -- a list with an out-of-range entry
+// yields NaN instead of reading out of bounds. max_rows is an upper bound on
+// the longest row list (sets the grid size).
+Status segment_sums_cuda(const void* values, DType dtype, int64_t M, int64_t d,
+                         const IndexLists& lists, double* out, void* stream);
+Status block_sums_cuda(const void* mats, DType dtype, int64_t M, int64_t d,
+                       const IndexLists& rows, const IndexLists& cols,
+                       int64_t max_rows, double* out, void* stream);
 
 // Validates a CSR list against a width d (host memory only).
 Status check_index_lists(const IndexLists& lists, int64_t d, const char* name);
