@@ -21,7 +21,8 @@ import torch
 
 RULES = ("nearest", "threshold")
 
-# The delta grids of the paper's DR-vs-delta figures (method.md 1.3).
+# The delta grids of the paper's DR-vs-delta figures: 30 points (20 evenly spaced in [0, 0.8], 10 in
+# [0.8, 1]), or 10 or 20 evenly spaced in [0.75, 1].
 DELTA_GRIDS = {
     "paper30": np.concatenate([np.linspace(0.0, 0.8, 20), np.linspace(0.8, 1.0, 10)]),
     "high10": np.linspace(0.75, 1.0, 10),

@@ -62,7 +62,7 @@ def test_subset_pair_cka(rng, device, debiased):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_float32_input_meets_the_1e5_rule(rng, device):
-    # float32 products inside chunks, float64 accumulation across them (design.md).
+    # float32 products inside chunks, float64 accumulation across them: float64-reference accuracy to 1e-5.
     n, d = 3000, 256
     X = features(rng, n, d, mean=5.0)  # large means: centring must happen before the products
     S = pyred.draw_subsets(d, [0.01, 0.05, 0.1, 0.3, 0.9, 1.0], [1, 2])
