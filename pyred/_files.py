@@ -12,23 +12,28 @@ import contextlib
 import hashlib
 import json
 import os
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterable, Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """``with atomic_path(path) as tmp: <write the file tmp>``: tmp is flushed to the disk and renamed
+    to ``path`` once the block finished without error (for writers that need a path, such as memmaps)."""
+    path = os.fspath(path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        yield tmp
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        remove(tmp)
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
     """``with atomic_write(path) as f: ...``: ``path`` appears only once the block finished without error."""
-    path = os.fspath(path)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, mode, **open_kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as f:
+        yield f
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -54,6 +59,14 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
+    return h.hexdigest()
+
+
+def sha256_parts(parts: Iterable[bytes]) -> str:
+    """Hex sha256 of byte strings fed one after another."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p)
     return h.hexdigest()
 
 

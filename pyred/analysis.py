@@ -19,6 +19,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from . import _checks as check
+
 RULES = ("nearest", "threshold")
 
 # The delta grids of the paper's DR-vs-delta figures: 30 points (20 evenly spaced in [0, 0.8], 10 in
@@ -146,8 +148,7 @@ class PCABasis:
         if which not in ("top", "bottom"):
             raise ValueError(f"which: expected 'top' or 'bottom', got {which!r}")
         d = self.components.shape[1]
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k <= d:
-            raise ValueError(f"k: expected an integer in [0, {d}], got {k!r}")
+        k = check.integer(k, "k", min=0, max=d)
         V = self.components[:, :k] if which == "top" else self.components[:, d - k:]
         return np.asarray(X, dtype=np.float64) @ V
 

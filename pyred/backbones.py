@@ -140,18 +140,15 @@ class Backbone(nn.Module):
 
         Cached until a tensor is modified in place (torch's version counters tell).
         """
-        import hashlib
+        from ._files import sha256_parts
 
         state = self.model.state_dict()
         stamp = tuple((k, v.data_ptr(), v._version) for k, v in state.items())
         if getattr(self, "_digest", (None, None))[0] == stamp:
             return self._digest[1]
-        h = hashlib.sha256()
-        for k, v in state.items():
-            h.update(k.encode())
-            h.update(str(tuple(v.shape)).encode())
-            h.update(v.detach().cpu().contiguous().numpy().tobytes())
-        self._digest = (stamp, h.hexdigest())
+        parts = (p for k, v in state.items()
+                 for p in (k.encode(), str(tuple(v.shape)).encode(), v.detach().cpu().contiguous().numpy().tobytes()))
+        self._digest = (stamp, sha256_parts(parts))
         return self._digest[1]
 
 

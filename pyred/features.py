@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from . import _checks as check
-from ._files import digest, fsync_file, remove, sha256_file, write_json, write_npy
+from ._files import atomic_path, digest, remove, sha256_file, write_json, write_npy
 from ._version import __version__
 from .progress import progress_bar
 
@@ -205,16 +205,14 @@ def _extract_to_cache(folder, run: _Runner, data, meta, classes, chunk_size) -> 
         parts = [np.load(os.path.join(folder, f"chunk-{c:05d}.{kind}.npy"), mmap_mode="r") for c in range(len(starts))]
         d = parts[0].shape[1] if kind == "X" else d
         shape = (n, d) if kind == "X" else (n,)
-        tmp = os.path.join(folder, f".{kind}.npy.tmp")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
-        row = 0
-        for p in parts:
-            out[row:row + len(p)] = p
-            row += len(p)
-        out.flush()
-        del out
-        fsync_file(tmp)
-        os.replace(tmp, os.path.join(folder, "features.npy" if kind == "X" else "labels.npy"))
+        with atomic_path(os.path.join(folder, "features.npy" if kind == "X" else "labels.npy")) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+            row = 0
+            for p in parts:
+                out[row:row + len(p)] = p
+                row += len(p)
+            out.flush()
+            del out
     manifest = {**meta, "class_names": classes, "dim": int(d),
                 "sha256": {"features.npy": sha256_file(os.path.join(folder, "features.npy")),
                            "labels.npy": sha256_file(os.path.join(folder, "labels.npy"))}}

@@ -133,20 +133,31 @@ class _Sums:
 
 
 class _Scaled:
-    """A chunk's entries relative to a stream's power-of-two scale 2^E (E: the largest exponent seen)."""
+    """A stream's power-of-two scale 2^E: chunks are multiplied by 2^-E before their products.
+
+    E stays 0 -- no extra pass over the data -- while every chunk's largest entry is within
+    2^(+-SAFE) of 1, where the products of degree <= 4 cannot overflow or underflow the compute
+    precision; otherwise E follows the largest exponent seen (earlier sums are rescaled to match).
+    """
+
+    SAFE = {torch.float32: 20, torch.float64: 200}
 
     def __init__(self):
         self.E: int | None = None
 
-    def apply(self, z: torch.Tensor, sums: _Sums, which: int, dtype) -> torch.Tensor:
-        """z * 2^-E in ``dtype``, after raising E to z's exponent if needed (rescaling ``sums`` to match)."""
-        zmax = float(z.abs().max()) if z.numel() else 0.0
-        e = math.frexp(zmax)[1] if zmax > 0 and math.isfinite(zmax) else (self.E if self.E is not None else 0)
+    def apply(self, z: torch.Tensor, zmax: float, sums: _Sums, which: int, dtype) -> torch.Tensor:
+        """z * 2^-E in ``dtype`` (in place when z is already of ``dtype``), after raising E if the
+        exponent of zmax = max|z| needs it (rescaling ``sums`` to match)."""
+        safe = self.SAFE[dtype]
+        e = math.frexp(zmax)[1] if zmax > 0 else None
         if self.E is None:
-            self.E = e
-        elif e > self.E:
-            sums.rescale(*((self.E - e, 0) if which == 0 else (0, self.E - e)))
-            self.E = e
+            self.E = 0 if e is None or abs(e) <= safe else e
+        elif e is not None and (e - self.E > safe or (self.E != 0 and e > self.E)):
+            new = e if abs(e) > safe else 0
+            sums.rescale(*((self.E - new, 0) if which == 0 else (0, self.E - new)))
+            self.E = new
+        if z.dtype == dtype:
+            return _ldexp(z, -self.E, inplace=True)
         return _ldexp(z, -self.E).to(dtype)
 
 
@@ -243,20 +254,16 @@ class GramStats:
     def _feed(self, xt, yt, kind, check_finite: bool) -> "GramStats":
         if self._cd is None:
             self._start(xt, yt, kind, check_finite)
-        # Every chunk is multiplied in the precision the first chunk fixed.
-        z = _shifted(xt, self._sx, self._device, self._cd)
-        z_sum = z.sum(0, dtype=F64)
-        if check_finite:
-            _check_sum_finite(z_sum, xt, "x")
-        w = None
+        # Every chunk is multiplied in the precision the first chunk fixed. Both chunks are
+        # checked before anything is added, so a bad chunk leaves the statistics as they were.
+        z, zmax = _shifted(xt, self._sx, self._device, self._cd, "x")
+        w = wmax = None
         if yt is not None:
-            w = _shifted(yt, self._sy, self._device, self._cd)
-            if check_finite:
-                _check_sum_finite(w.sum(0, dtype=F64), yt, "y")
-        z = self._scale_x.apply(z, self._sums, 0, self._cd)
+            w, wmax = _shifted(yt, self._sy, self._device, self._cd, "y")
+        z = self._scale_x.apply(z, zmax, self._sums, 0, self._cd)
         self._add_x(z)
         if w is not None:
-            w = self._scale_y.apply(w, self._sums, 1, self._cd)
+            w = self._scale_y.apply(w, wmax, self._sums, 1, self._cd)
             self._add_xy(z, w)
         self.n += xt.shape[0]
         self._moments = None
@@ -427,28 +434,43 @@ class GramStats:
 
 
 def _column_means(t: torch.Tensor, check_as: str | None) -> torch.Tensor:
-    """(d,) float64 column means; with ``check_as``, a NaN/Inf raises naming that array and its first bad entry."""
-    mean = t.mean(0, dtype=F64)
-    if check_as:
-        _check_sum_finite(mean, t, check_as)
-    return mean
+    """(d,) column means as float64 (summed in t's precision, or float64 where that overflows); with
+    ``check_as``, a NaN/Inf raises naming that array and its first bad entry."""
+    mean = t.mean(0)
+    if not bool(torch.isfinite(mean).all()):
+        if check_as:
+            check_all_finite(t, check_as)
+        mean = t.mean(0, dtype=F64)
+    return mean.to(F64)
 
 
-def _shifted(t: torch.Tensor, shift: torch.Tensor, device, dtype) -> torch.Tensor:
-    """t - shift in ``dtype``; in float64 when ``dtype`` would overflow (float32 entries near 3e38),
-    to be scaled down before it is cast."""
+def _shifted(t: torch.Tensor, shift: torch.Tensor, device, dtype, name: str) -> tuple[torch.Tensor, float]:
+    """(t - shift, max |t - shift|): in ``dtype``, or in float64 when ``dtype`` would overflow (float32
+    entries near 3e38; it is scaled down before it is cast). A NaN/Inf in t raises ValueError naming
+    ``name`` and the first bad (row, column)."""
     t = t.to(device)
     z = t.to(dtype) - shift.to(dtype)
-    if dtype != F64 and t.numel() and not bool(torch.isfinite(z.sum(dtype=F64))) and bool(torch.isfinite(t).all()):
-        return t.to(F64) - shift
-    return z
+    zmax = _absmax(z)
+    if not math.isfinite(zmax):
+        check_all_finite(t, name)  # raises with the first bad (row, column) if the input holds one
+        z = t.to(F64) - shift
+        zmax = _absmax(z)
+    return z, zmax
 
 
-def _ldexp(t: torch.Tensor, k: int) -> torch.Tensor:
+def _absmax(z: torch.Tensor) -> float:
+    if not z.numel():
+        return 0.0
+    lo, hi = torch.aminmax(z)
+    return max(-float(lo), float(hi))
+
+
+def _ldexp(t: torch.Tensor, k: int, inplace: bool = False) -> torch.Tensor:
     """t * 2^k, exact, in steps small enough that no power of two overflows t's dtype."""
     while k:
         step = max(-100, min(100, k))
-        t = t * (2.0 ** step)
+        t = t.mul_(2.0 ** step) if inplace else t * (2.0 ** step)
+        inplace = True  # t is a fresh tensor from here on
         k -= step
     return t
 
@@ -472,15 +494,6 @@ def symmetric_product(z: torch.Tensor, block: int = 512) -> torch.Tensor:
             if b != a:
                 out[edges[b]:edges[b + 1], edges[a]:edges[a + 1]] = blk.T
     return out
-
-
-def _check_sum_finite(column_sums: torch.Tensor, chunk: torch.Tensor, name: str) -> None:
-    """NaN/Inf anywhere in a chunk shows in its column sums: check those (cheap), locate only on failure
-    (sums are float64 here, so finite values do not overflow them)."""
-    if bool(torch.isfinite(column_sums).all()):
-        return
-    check_all_finite(chunk, name)  # raises with the first bad (row, column)
-    raise ValueError(f"{name}: feature values too large to sum in {column_sums.dtype} (overflow)")
 
 
 def default_chunk_rows(width: int) -> int:

@@ -8,7 +8,6 @@ therefore nested prefixes of one permutation.
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Iterable, Sequence
 
@@ -203,12 +202,8 @@ def draw_subsets(d: int, fractions: Sequence[float] | None = None, seeds: Sequen
         raise ValueError("give exactly one of fractions= or sizes=")
     if fractions is not None:
         fracs = _as_list(fractions, "fractions")
-        ks = []
-        for f in fracs:
-            if isinstance(f, bool) or not isinstance(f, numbers.Real) or not math.isfinite(f) or not 0 <= f <= 1:
-                raise ValueError(f"fractions: each fraction must be a number in [0, 1], got {f!r}")
-            ks.append(int(f * d))  # the reference code truncates
-        fracs = [float(f) for f in fracs]
+        fracs = [check.number(f, "fractions", min=0, max=1) for f in fracs]
+        ks = [int(f * d) for f in fracs]  # the reference code truncates
     else:
         ks = [check.integer(k, "sizes", min=0, max=d) for k in _as_list(sizes, "sizes")]
         fracs = [k / d for k in ks]

@@ -125,3 +125,61 @@ def test_native_head_entry_points_refuse_inconsistent_sizes():
     with pytest.raises(ValueError, match="subsets: 2 indices but no list"):  # K = 0 heads holding indices
         C_.gathered_weight_grad(XT.data_ptr(), 24, 0, 4, 4, 6, idx.data_ptr(), 2, off.data_ptr(), 1,
                                 G.data_ptr(), 0, 3, dW.data_ptr(), 6, 0)
+
+
+def test_features_major_entry_points_copy_transposed_operands(rng):
+    """A transposed (non-contiguous) W or G used to be read as if it were row-major: wrong logits."""
+    from pyred.ops.heads import features_major, forward_xt, weight_grad_xt
+
+    X = torch.tensor(rng.normal(size=(7, 9)))
+    S = pyred.Subsets.from_lists([[0, 4, 8], [2, 3]], d=9)
+    W = torch.tensor(rng.normal(size=(4, S.nnz))).T  # (nnz, C) view of a (C, nnz) buffer
+    assert not W.is_contiguous()
+    want = torch.stack([X[:, S[k]] @ W[int(S.offsets[k]):int(S.offsets[k + 1])] for k in range(len(S))])
+    XT = features_major(X)
+    torch.testing.assert_close(forward_xt(XT, S.indices, S.offsets, W), want)
+    G = torch.tensor(rng.normal(size=(4, 7, 2))).permute(2, 1, 0)  # (K, B, C), not contiguous
+    want_dw = torch.cat([X[:, S[k]].T @ G[k] for k in range(len(S))])
+    torch.testing.assert_close(weight_grad_xt(XT, S.indices, S.offsets, G), want_dw)
+    with pytest.raises(TypeError, match="W: expected torch.float64"):
+        forward_xt(XT, S.indices, S.offsets, W.float())
+
+
+def test_input_gradient_memory_is_per_head(rng):
+    """dX of gathered_linear is built head by head: it matches autograd through plain indexing
+    and never materialises an (nnz, B, C) tensor."""
+    X = torch.tensor(rng.normal(size=(5, 12)), requires_grad=True)
+    S = pyred.Subsets.from_lists([[0, 3, 7], [], [3, 11, 2, 5]], d=12)
+    W = torch.tensor(rng.normal(size=(S.nnz, 3)), requires_grad=True)
+    out = pyred.ops.gathered_linear(X, W, S)
+    g = torch.tensor(rng.normal(size=out.shape))
+    dX, dW = torch.autograd.grad(out, (X, W), g)
+    X2, W2 = X.detach().clone().requires_grad_(), W.detach().clone().requires_grad_()
+    ref = torch.stack([X2[:, S[k]] @ W2[int(S.offsets[k]):int(S.offsets[k + 1])] for k in range(len(S))])
+    rX, rW = torch.autograd.grad(ref, (X2, W2), g)
+    torch.testing.assert_close(dX, rX)
+    torch.testing.assert_close(dW, rW)
+
+
+DX_MEMORY = r"""
+import resource, torch, pyred
+d, K, B, C = 20000, 15, 256, 10  # nnz = 300k: an (nnz, B, C) float32 tensor would be 3.1 GB
+S = pyred.Subsets.from_lists([torch.randperm(d)[: d] for _ in range(K)], d=d)
+X = torch.randn(B, d, requires_grad=True)
+W = torch.randn(S.nnz, C) * 0.01
+out = pyred.ops.gathered_linear(X, W, S)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out.sum().backward()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) / 1024)
+"""
+
+
+@pytest.mark.slow
+def test_input_gradient_of_wide_heads_fits_in_memory():
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", DX_MEMORY], capture_output=True, text=True, check=True)
+    grew_mb = float(res.stdout.strip().splitlines()[-1])
+    assert grew_mb < 600, f"backward grew the peak memory by {grew_mb:.0f} MB"

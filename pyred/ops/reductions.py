@@ -121,7 +121,7 @@ def segment_sums(values: Any, subsets: Subsets | Any, *, backend: str = "auto") 
     subsets = as_subsets(subsets, t.shape[1]).to(t.device)
     _check_backend(backend)
     t = t.contiguous()
-    if backend == "auto":
+    if backend == "auto" and torch.compiler.is_compiling():  # eager calls skip the custom op's dispatch
         out = _segment_sums_op(t, subsets.indices, subsets.offsets)
     else:
         out = _segment_sums_impl(t, subsets.indices, subsets.offsets, backend)
@@ -159,7 +159,10 @@ def gathered_block_sums(mats: Any, rows: Subsets | Any, cols: Subsets | Any | No
     _check_backend(backend)
     t = t.contiguous()
     args = (t, rows.indices, rows.offsets, cols.indices, cols.offsets, rows.max_size)
-    out = _block_sums_op(*args) if backend == "auto" else _block_sums_impl(*args, backend)
+    # The custom op where torch.compile traces; eager calls skip its dispatch (its first call imports
+    # torch's compiler stack, about 2 s).
+    out = _block_sums_op(*args) if backend == "auto" and torch.compiler.is_compiling() else \
+        _block_sums_impl(*args, backend)
     return from_torch(out[:, 0] if squeeze else out, kind)
 
 

@@ -187,9 +187,6 @@ def _typed(values: dict) -> dict:
 
 def validate(cfg: StudyConfig) -> None:
     """Raises ConfigError (one line) for anything that would fail later."""
-    import timm
-
-    from .. import datasets as ds
     from ..probes import RECIPES
     from .methods import METHODS
 
@@ -200,7 +197,10 @@ def validate(cfg: StudyConfig) -> None:
         if m.features:
             check_features_file(m.features)
         else:
-            names = names if names is not None else set(timm.list_models())
+            if names is None:
+                import timm
+
+                names = set(timm.list_models())
             if m.name not in names:
                 close = check.did_you_mean(m.name, names)
                 raise ConfigError(f"model: {m.name!r} is not a timm model{close} (see timm.list_models())")
@@ -209,7 +209,11 @@ def validate(cfg: StudyConfig) -> None:
     if not cfg.datasets:
         raise ConfigError("datasets: the study has no dataset")
     for d in cfg.datasets:
-        if d != "features" and d not in ds.available():
+        if d == "features":
+            continue
+        from .. import datasets as ds
+
+        if d not in ds.available():
             raise ConfigError(f"dataset: unknown {d!r}{check.did_you_mean(d, ds.available())}; "
                               f"available: {ds.available()}")
     if "features" in cfg.datasets and not all(m.features for m in cfg.models):

@@ -10,12 +10,11 @@ that changes it changed.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._files import digest
+from .._files import digest, sha256_parts
 from .config import StudyConfig
 from .data import LayerData
 from .methods import METHODS
@@ -59,7 +58,7 @@ def plan_units(cfg: StudyConfig, cfg_id: str, data: LayerData) -> list[Unit]:
         for plan in METHODS[method].plans(cfg, data.dim):
             base = "|".join(filter(None, (data.model, data.dataset, data.layer, method, plan.tag)))
             S = plan.subsets
-            lists = hashlib.sha256(S.indices.cpu().numpy().tobytes() + S.offsets.cpu().numpy().tobytes()).hexdigest()
+            lists = sha256_parts((S.indices.cpu().numpy().tobytes(), S.offsets.cpu().numpy().tobytes()))
             what = [cfg_id, data.identity, method, plan.view.describe() if plan.view else None, plan.tag, lists]
             if cfg.cka:
                 units.append(Unit(digest(what + ["cka"], 20), "cka", method, plan.view, S, range(len(S)),

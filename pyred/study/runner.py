@@ -10,6 +10,7 @@ rewritten from the database.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 
@@ -38,8 +39,6 @@ def run(cfg: StudyConfig, progress: bool = True, wait: bool = True, say=print) -
     out = os.path.abspath(cfg.out)
     ident = identity(cfg)
     cid = config_id(ident)
-    import dataclasses
-
     cfg = dataclasses.replace(cfg, device=dist.device_for(cfg.device),
                               head_chunks=max(cfg.head_chunks, dist.world))  # enough probe units for every rank
     lock = store = None
