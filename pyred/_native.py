@@ -39,6 +39,11 @@ def cuda_module() -> Any:
     return _C_cuda
 
 
+def cpu_simd() -> str | None:
+    """The SIMD level the CPU heads kernels run with here, or None without the CPU module."""
+    return str(_C.simd_level()) if _C is not None and hasattr(_C, "simd_level") else None
+
+
 def cuda_usable() -> bool:
     """True when the CUDA kernels are loaded, torch sees a CUDA device, and so does the
     module's own (static) CUDA runtime -- a driver older than that runtime shows no device
@@ -67,6 +72,7 @@ def native_info() -> dict[str, Any]:
         "cpu_module": _C is not None,
         "openmp": bool(getattr(_C, "openmp", False)),
         "cpu_threads": int(_C.num_threads()) if _C is not None else 1,
+        "cpu_simd": cpu_simd(),
         "cuda_compiled": _C_cuda is not None,
         "cuda_runtime_version": int(_C_cuda.runtime_version) if _C_cuda is not None else None,
         "cuda_device_usable": cuda_usable(),

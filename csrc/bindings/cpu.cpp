@@ -2,6 +2,8 @@
 // memory, so every index list is checked here, once, before a kernel runs.
 #include <pybind11/pybind11.h>
 
+#include <string>
+
 #include "entries.h"
 
 #ifdef _OPENMP
@@ -33,6 +35,16 @@ struct Cpu {
   }
 };
 
+// The widest SIMD level the heads kernels' clones use on this CPU (see cpu/simd.h).
+std::string simd_level() {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return "avx512f";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2";
+#endif
+  return "baseline";
+}
+
 int num_threads() {
 #ifdef _OPENMP
   return omp_get_max_threads();
@@ -54,4 +66,5 @@ PYBIND11_MODULE(_C, m) {
 #endif
   );
   m.def("num_threads", &num_threads, "OpenMP threads the kernels use (1 without OpenMP).");
+  m.def("simd_level", &simd_level, "The SIMD clone of the heads kernels that runs here: avx512f, avx2 or baseline.");
 }

@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import torch
 
+from .. import _native
 from ..ops.heads import features_major, forward_xt, weight_grad_xt
 from ..subsets import Subsets
 
-# Density below which the gathered kernels win. CPU: measured by
-# benchmarks/test_probe_speed.py::test_layout_crossover on the 2-core dev VM --
-# gathered 1.58x faster at density 0.1, 1.06x at 0.3, 0.90x at 0.5, 0.61x at
-# 0.9 (RESULTS.md) -- so the switch sits between 0.3 and 0.5. CUDA: the
-# gathered CUDA kernels are simple and not yet timed on a GPU, so cuBLAS keeps
-# everything short of very sparse grids there.
-GATHERED_BELOW = {"cpu": 0.35, "cuda": 0.1}
+# Density below which the gathered kernels win, by device (and, on the CPU, by the
+# SIMD level of the kernels' clones). Measured by
+# benchmarks/test_probe_speed.py::test_layout_crossover (RESULTS.md):
+# * AVX-512 (the first 2-core dev VM): gathered 1.58x faster at density 0.1, 1.06x
+#   at 0.3, 0.90x at 0.5 -- the switch sits between 0.3 and 0.5;
+# * AVX2 only (an AMD EPYC 2-core VM): the masked layout (one GEMM at BLAS speed)
+#   wins at every density, 1.6x at 0.1 and 3.3x at 0.3 -- never gathered.
+# CUDA: the gathered CUDA kernels are simple and not yet timed on a GPU, so
+# cuBLAS keeps everything short of very sparse grids there.
+GATHERED_BELOW = {"cpu": {"avx512f": 0.35, "avx2": 0.0, "baseline": 0.0}, "cuda": 0.1}
 LAYOUTS = ("gathered", "masked")
 
 
@@ -31,9 +35,16 @@ def density(subsets: Subsets, d: int) -> float:
     return subsets.nnz / max(1, d * len(subsets))
 
 
+def gathered_below(device) -> float:
+    """The density below which the gathered layout is faster on ``device`` (see GATHERED_BELOW)."""
+    kind = torch.device(device).type
+    if kind == "cpu":
+        return GATHERED_BELOW["cpu"].get(_native.cpu_simd() or "baseline", 0.0)
+    return GATHERED_BELOW["cuda"]
+
+
 def choose_layout(subsets: Subsets, d: int, device: torch.device) -> str:
-    limit = GATHERED_BELOW.get(torch.device(device).type, GATHERED_BELOW["cuda"])
-    return "gathered" if density(subsets, d) < limit else "masked"
+    return "gathered" if density(subsets, d) < gathered_below(device) else "masked"
 
 
 class GatheredHeads:

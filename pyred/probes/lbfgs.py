@@ -3,7 +3,8 @@
 scikit-learn's convention: head k minimises C * sum_i CE_i + ||W_k||^2 / 2 (the
 intercept unpenalised); the K heads are independent terms of one sum, solved
 together by L-BFGS with a strong-Wolfe line search (scaled by 1/n, which leaves
-the minimiser unchanged).
+the minimiser unchanged). The weights live in the layout the cost rule picks
+(gathered, or masked dense -- the masked gradient keeps them on each subset).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from dataclasses import dataclass
 import torch
 
 from .. import _checks as check
-from ..ops.heads import features_major, forward_xt, weight_grad_xt
 from ..progress import progress_bar
 from ..subsets import Subsets
 from .data import ProbeData
+from .layouts import LAYOUTS, choose_layout, make_layout
 from .recipe import Recipe
 
 
@@ -30,6 +31,7 @@ class LBFGSOptions:
     max_iter: int = 100
     tol: float = 1e-6
     dtype: str | None = None
+    layout: str = "auto"
 
     def __post_init__(self):
         object.__setattr__(self, "C", check.number(self.C, "C", min=0, min_exclusive=True))
@@ -37,6 +39,7 @@ class LBFGSOptions:
         object.__setattr__(self, "tol", check.number(self.tol, "tol", min=0))
         if self.dtype is not None:
             check.choice(self.dtype, "dtype", ("float32", "float64"))
+        check.choice(self.layout, "layout", ("auto",) + LAYOUTS)
 
 
 def train_lbfgs(data: ProbeData, subsets: Subsets, opts: LBFGSOptions, seed: int, progress: bool, backend: str):
@@ -46,8 +49,10 @@ def train_lbfgs(data: ProbeData, subsets: Subsets, opts: LBFGSOptions, seed: int
     n, d = X.shape
     K, Cn = len(subsets), data.num_classes
     S = subsets.to(X.device)
-    XT = features_major(X)
-    W = torch.zeros(S.nnz, Cn, dtype=dtype, device=X.device, requires_grad=True)
+    layout = choose_layout(S, d, X.device) if o["layout"] == "auto" else o["layout"]
+    heads = make_layout(layout, S, d, backend)
+    batch = heads.batch(X)
+    W = heads.from_packed(torch.zeros(S.nnz, Cn, dtype=dtype, device=X.device)).requires_grad_()
     b = torch.zeros(K, Cn, dtype=dtype, device=X.device, requires_grad=True)
     penalty = 1.0 / (o["C"] * n)
     onehot = torch.nn.functional.one_hot(y, Cn).to(dtype)
@@ -59,17 +64,18 @@ def train_lbfgs(data: ProbeData, subsets: Subsets, opts: LBFGSOptions, seed: int
     def closure():
         evals[0] += 1
         with torch.no_grad():
-            logits = forward_xt(XT, S.indices, S.offsets, W, backend) + b[:, None, :]
+            logits = heads.logits(batch, W) + b[:, None, :]
             logp = torch.log_softmax(logits, dim=-1)
             loss = -(logp * onehot).sum() / n + 0.5 * penalty * (W * W).sum()
             G = (logp.exp() - onehot) / n
-            W.grad = weight_grad_xt(XT, S.indices, S.offsets, G.contiguous(), backend) + penalty * W
+            W.grad = heads.weight_grad(batch, G) + penalty * W  # masked layout: zero off each subset
             b.grad = G.sum(1)
         return loss
 
     for _ in bar:
         opt.step(closure)
-    return dict(weights=W.detach(), biases=b.detach(), options={**o, "function_evals": evals[0]})
+    return dict(weights=heads.to_packed(W.detach()).contiguous(), biases=b.detach(),
+                options={**o, "layout": layout, "function_evals": evals[0]})
 
 
 RECIPE = Recipe("lbfgs", LBFGSOptions, needs_validation=False, train=train_lbfgs)
