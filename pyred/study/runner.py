@@ -61,11 +61,10 @@ def run(cfg: StudyConfig, progress: bool = True, wait: bool = True, say=print) -
             raise StudyError(f"rank 0 could not start the study: {status[1]}")
         finished = status[1]
         shown = progress and dist.rank == 0
-        features_sha = {m["name"]: m.get("features_sha256") for m in ident["models"]}
-        done = skipped = 0
-        for model in cfg.models:
+        skipped = 0
+        for model, model_ident in zip(cfg.models, ident["models"]):
             for dataset in cfg.datasets:
-                data = load_layer_data(cfg, model, dataset, dist, shown, features_sha.get(model.name))
+                data = load_layer_data(cfg, model, dataset, dist, shown, model_ident.get("features_sha256"))
                 views = ViewCache(data.X_train)
                 units = plan_units(cfg, cid, data)
                 skipped += sum(u.key in finished for u in units)
@@ -78,7 +77,6 @@ def run(cfg: StudyConfig, progress: bool = True, wait: bool = True, say=print) -
                         spool.ingest(store, out)
                     else:
                         spool.write(out, cid, unit, rows)
-                    done += 1
         dist.barrier()
         if store is not None:
             spool.ingest(store, out)
