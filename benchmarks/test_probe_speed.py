@@ -58,7 +58,8 @@ def test_accuracy_sanity(data):
     assert len(torch.unique(ytr)) == C
 
 
-@pytest.mark.parametrize("impl", ["pyred", "pyred (masked layout)", "masked", "loop", "gemm"])
+@pytest.mark.parametrize("impl", ["pyred", "pyred (masked layout)", "pyred (gathered layout)", "pyred (grouped layout)",
+                                  "masked", "loop", "gemm"])
 def test_sgd(timed, data, impl):
     from conftest import OUTPUTS
 
@@ -73,7 +74,7 @@ def test_sgd(timed, data, impl):
         acc = torch.stack([((Xte[:, S.to(Xte.device)] @ W + b).argmax(1) == yte).double().mean()
                            for S, ((W, b), _) in zip(GRID, heads)])
     else:
-        layout = "auto" if impl == "pyred" else "masked"
+        layout = "auto" if impl == "pyred" else impl.split("(")[1].split()[0]
         run = lambda: pyred.train_probes(Xtr, ytr, GRID, X_val=Xv, y_val=yv, seed=0, layout=layout,  # noqa: E731
                                          progress=False, **RECIPE)
         res = timed(GROUP, impl, run, rounds=2)
@@ -138,13 +139,13 @@ def test_report_useful_rate():
 CROSSOVER_N = 4608  # 18 batches of 256
 
 
-@pytest.mark.parametrize("layout", ["gathered", "masked"])
-@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5, 0.7, 0.9])
+@pytest.mark.parametrize("layout", ["gathered", "masked", "grouped"])
+@pytest.mark.parametrize("fraction", [0.02, 0.1, 0.3, 0.5, 0.7, 0.9])
 def test_layout_crossover(timed, data, fraction, layout):
     """One epoch of 20 heads of one fraction (20 seeds): density = fraction."""
     Xtr, ytr, Xv, yv, *_ = data
     S = pyred.draw_subsets(D, [fraction], list(range(1, 21)))
-    group = f"layout crossover, density {fraction:.1f}, K=20, n={CROSSOVER_N}, 1 epoch"
-    timed(group, "pyred" if layout == "gathered" else "masked layout",
+    group = f"layout crossover, density {fraction:.2f}, K=20, n={CROSSOVER_N}, 1 epoch"
+    timed(group, "pyred" if layout == "gathered" else f"{layout} layout",
           lambda: pyred.train_probes(Xtr[:CROSSOVER_N], ytr[:CROSSOVER_N], S, X_val=Xv[:256], y_val=yv[:256],
                                      layout=layout, epochs=1, eval_every=1, progress=False), rounds=3)

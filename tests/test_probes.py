@@ -17,7 +17,7 @@ def teacher_data(rng, n, d, C, noise=0.5, mean=1.0):
 
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("layout", ["gathered", "masked"])
+@pytest.mark.parametrize("layout", ["gathered", "masked", "grouped"])
 def test_batched_sgd_equals_independent_trainings(rng, device, layout):
     n, d, C = 330, 12, 3
     X, y = teacher_data(rng, n + 100 + 200, d, C)
@@ -54,7 +54,7 @@ def test_float32_gathered_and_masked_agree(rng):
     assert a.selected_epoch.tolist() == b.selected_epoch.tolist()
 
 
-@pytest.mark.parametrize("layout", ["gathered", "masked"])
+@pytest.mark.parametrize("layout", ["gathered", "masked", "grouped"])
 def test_lbfgs_agrees_with_scikit_learn(rng, layout):
     sklearn = pytest.importorskip("sklearn.linear_model")
     X, y = teacher_data(rng, 700, 10, 3, noise=1.0)

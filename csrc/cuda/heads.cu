@@ -6,6 +6,7 @@
 // stride over the batch with 8 class accumulators each, then reduce per class.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "common.cuh"
@@ -18,27 +19,30 @@ constexpr int kThreads = 256;
 constexpr int kGradThreads = 128;
 constexpr int kClsChunk = 8;
 
+// grid = (K, up to 65535): block (k, y) strides over the B * C outputs of head k.
 template <typename T>
 __global__ void forward_kernel(const T* __restrict__ XT, int64_t B, int64_t ldx, int64_t d, IndexLists H,
                                const T* __restrict__ W, int64_t C, T* __restrict__ out) {
   const int64_t k = blockIdx.x;
-  const int64_t e = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
-  if (e >= B * C) return;
-  const int64_t c = e / B, b = e % B;
   const int64_t pb = H.offsets[k], pe = H.offsets[k + 1];
-  T s = 0;
-  bool bad = pb < 0 || pe < pb || pe > H.nnz;
-  if (!bad) {
-    for (int64_t p = pb; p < pe; ++p) {
-      const int64_t i = H.indices[p];
-      if (i < 0 || i >= d) {
-        bad = true;
-        break;
+  const bool bounds_bad = pb < 0 || pe < pb || pe > H.nnz;
+  for (int64_t e = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x; e < B * C;
+       e += static_cast<int64_t>(gridDim.y) * blockDim.x) {
+    const int64_t c = e / B, b = e % B;
+    T s = 0;
+    bool bad = bounds_bad;
+    if (!bad) {
+      for (int64_t p = pb; p < pe; ++p) {
+        const int64_t i = H.indices[p];
+        if (i < 0 || i >= d) {
+          bad = true;
+          break;
+        }
+        s += XT[i * ldx + b] * W[p * C + c];
       }
-      s += XT[i * ldx + b] * W[p * C + c];
     }
+    out[(k * B + b) * C + c] = bad ? T(NAN) : s;
   }
-  out[(k * B + b) * C + c] = bad ? T(NAN) : s;
 }
 
 __device__ inline int64_t head_of(const IndexLists& H, int64_t p) {
@@ -87,9 +91,9 @@ __global__ void weight_grad_kernel(const T* __restrict__ XT, int64_t B, int64_t 
 Status gathered_forward_cuda(const void* XT, DType dtype, int64_t B, int64_t ldx, int64_t d,
                              const IndexLists& heads, const void* W, int64_t C, void* logits, void* stream) {
   if (heads.num_lists == 0 || B == 0) return Status::Ok();
-  const int64_t blocks_y = (B * C + kThreads - 1) / kThreads;
-  if (blocks_y > 65535) return Status::Error("batch rows x classes too large for one launch: split the batch");
-  if (heads.num_lists > 2147483647) return Status::Error("too many heads for one launch");
+  // Beyond 65535 blocks per head the blocks stride over the outputs (any B * C).
+  const int64_t blocks_y = std::min<int64_t>((B * C + kThreads - 1) / kThreads, 65535);
+  if (heads.num_lists > 2147483647) return Status::Error("too many heads for one launch (at most 2**31 - 1)");
   const dim3 grid(static_cast<unsigned>(heads.num_lists), static_cast<unsigned>(blocks_y));
   auto s = static_cast<cudaStream_t>(stream);
   if (dtype == DType::Float32)

@@ -1,10 +1,14 @@
 """Where the weights of K heads live, and how a batch meets them.
 
-Two layouts compute the same heads:
+Three layouts compute the same heads:
   * ``GatheredHeads``: weights packed (nnz, C); the gathered kernels touch only
     the m_k features of each head (useful work: 2 B sum_k m_k C per pass).
   * ``MaskedHeads``: one dense (d, K C) weight with zero rows off each subset;
     one GEMM each way (work: 2 B d K C per pass, at GEMM speed).
+  * ``GroupedHeads``: weights packed (nnz, C); heads of equal size are one
+    batched GEMM on their gathered columns (useful work only, at batched-GEMM
+    speed, for one gather of B x nnz values per pass) -- the GEMM-shaped road
+    for GPUs, where cuBLAS does the multiplying.
 ``choose_layout`` picks by the fraction of the dense work that is useful,
 against the speed ratio of the two measured in ``benchmarks/`` (see there).
 """
@@ -24,10 +28,10 @@ from ..subsets import Subsets
 #   at 0.3, 0.90x at 0.5 -- the switch sits between 0.3 and 0.5;
 # * AVX2 only (an AMD EPYC 2-core VM): the masked layout (one GEMM at BLAS speed)
 #   wins at every density, 1.6x at 0.1 and 3.3x at 0.3 -- never gathered.
-# CUDA: the gathered CUDA kernels are simple and not yet timed on a GPU, so
-# cuBLAS keeps everything short of very sparse grids there.
-GATHERED_BELOW = {"cpu": {"avx512f": 0.35, "avx2": 0.0, "baseline": 0.0}, "cuda": 0.1}
-LAYOUTS = ("gathered", "masked")
+# CUDA: no layout has been timed on a GPU yet, so "auto" keeps cuBLAS's masked GEMM
+# there; benchmarks/gpu_check.sh measures the crossover to set this from.
+GATHERED_BELOW = {"cpu": {"avx512f": 0.35, "avx2": 0.0, "baseline": 0.0}, "cuda": 0.0}
+LAYOUTS = ("gathered", "masked", "grouped")
 
 
 def density(subsets: Subsets, d: int) -> float:
@@ -113,9 +117,62 @@ class MaskedHeads:
         dst[:, heads] = src[:, heads]
 
 
+class GroupedHeads:
+    """Packed (nnz, C) weights; heads of equal size m form a group whose logits are one batched GEMM
+    (G, B, m) x (G, m, C) on the group's gathered columns. A batch stays (B, d)."""
+
+    name = "grouped"
+
+    def __init__(self, subsets: Subsets, d: int, max_gather: int = 1 << 26):
+        self.S, self.d = subsets, d
+        dev = subsets.device
+        self.row_head = torch.repeat_interleave(torch.arange(len(subsets), device=dev), subsets.offsets.diff())
+        by_size: dict[int, list[int]] = {}
+        for k, m in enumerate(subsets.sizes.tolist()):
+            if m:
+                by_size.setdefault(m, []).append(k)
+        off = subsets.offsets.cpu()
+        self.groups = []  # (heads (G,), packed positions (G, m), feature indices (G, m))
+        for m, ks in sorted(by_size.items()):
+            per = max(1, max_gather // (m * 256))  # bound one gather of a 256-row batch
+            for i in range(0, len(ks), per):
+                part = torch.tensor(ks[i:i + per])
+                pos = off[part][:, None] + torch.arange(m)[None, :]
+                self.groups.append((part.to(dev), pos.to(dev), subsets.indices[pos.to(dev)]))
+
+    def from_packed(self, W: torch.Tensor) -> torch.Tensor:
+        return W.clone()
+
+    def to_packed(self, W: torch.Tensor) -> torch.Tensor:
+        return W
+
+    def batch(self, X: torch.Tensor):
+        return X
+
+    def logits(self, X, W) -> torch.Tensor:  # (K, B, C)
+        out = X.new_zeros(len(self.S), X.shape[0], W.shape[1])  # empty heads: zero logits (bias only)
+        for heads, pos, idx in self.groups:
+            Xg = X[:, idx].permute(1, 0, 2)  # (G, B, m)
+            out[heads] = torch.bmm(Xg, W[pos])
+        return out
+
+    def weight_grad(self, X, G) -> torch.Tensor:  # (nnz, C)
+        dW = G.new_empty(self.S.nnz, G.shape[2])
+        for heads, pos, idx in self.groups:
+            Xg = X[:, idx].permute(1, 2, 0)  # (G, m, B)
+            dW[pos] = torch.bmm(Xg, G[heads])
+        return dW
+
+    def copy_heads(self, dst: torch.Tensor, src: torch.Tensor, heads: torch.Tensor) -> None:
+        rows = heads[self.row_head]
+        dst[rows] = src[rows]
+
+
 def make_layout(name: str, subsets: Subsets, d: int, backend: str = "auto"):
     if name == "gathered":
         return GatheredHeads(subsets, d, backend)
     if name == "masked":
         return MaskedHeads(subsets, d)
+    if name == "grouped":
+        return GroupedHeads(subsets, d)
     raise ValueError(f"layout: expected one of {('auto',) + LAYOUTS}, got {name!r}")
