@@ -119,12 +119,17 @@ class MaskedHeads:
 
 class GroupedHeads:
     """Packed (nnz, C) weights; heads of equal size m form a group whose logits are one batched GEMM
-    (G, B, m) x (G, m, C) on the group's gathered columns. A batch stays (B, d)."""
+    (G, B, m) x (G, m, C) on the group's gathered columns. A batch stays (B, d).
+
+    A gather holds at most ``max_gather`` values: groups are cut into fewer heads, and heads too
+    wide for that are split along their features (split-k: partial products summed), so memory
+    stays O(max_gather + B K C) for layers of any width.
+    """
 
     name = "grouped"
 
-    def __init__(self, subsets: Subsets, d: int, max_gather: int = 1 << 26):
-        self.S, self.d = subsets, d
+    def __init__(self, subsets: Subsets, d: int, max_gather: int = 1 << 24):
+        self.S, self.d, self.max_gather = subsets, d, max_gather
         dev = subsets.device
         self.row_head = torch.repeat_interleave(torch.arange(len(subsets), device=dev), subsets.offsets.diff())
         by_size: dict[int, list[int]] = {}
@@ -134,11 +139,16 @@ class GroupedHeads:
         off = subsets.offsets.cpu()
         self.groups = []  # (heads (G,), packed positions (G, m), feature indices (G, m))
         for m, ks in sorted(by_size.items()):
-            per = max(1, max_gather // (m * 256))  # bound one gather of a 256-row batch
+            per = max(1, max_gather // (m * 256))  # heads per group, for a 256-row batch
             for i in range(0, len(ks), per):
                 part = torch.tensor(ks[i:i + per])
-                pos = off[part][:, None] + torch.arange(m)[None, :]
-                self.groups.append((part.to(dev), pos.to(dev), subsets.indices[pos.to(dev)]))
+                pos = (off[part][:, None] + torch.arange(m)[None, :]).to(dev)
+                self.groups.append((part.to(dev), pos, subsets.indices[pos]))
+
+    def _slices(self, G: int, m: int, B: int):
+        """Column ranges of a group's heads such that one gather holds at most max_gather values."""
+        step = max(1, self.max_gather // max(1, G * B))
+        return [(j, min(m, j + step)) for j in range(0, m, step)]
 
     def from_packed(self, W: torch.Tensor) -> torch.Tensor:
         return W.clone()
@@ -152,15 +162,19 @@ class GroupedHeads:
     def logits(self, X, W) -> torch.Tensor:  # (K, B, C)
         out = X.new_zeros(len(self.S), X.shape[0], W.shape[1])  # empty heads: zero logits (bias only)
         for heads, pos, idx in self.groups:
-            Xg = X[:, idx].permute(1, 0, 2)  # (G, B, m)
-            out[heads] = torch.bmm(Xg, W[pos])
+            acc = None
+            for a, b in self._slices(len(heads), idx.shape[1], X.shape[0]):
+                part = torch.bmm(X[:, idx[:, a:b]].permute(1, 0, 2), W[pos[:, a:b]])  # (G, B, m') x (G, m', C)
+                acc = part if acc is None else acc.add_(part)
+            out[heads] = acc
         return out
 
     def weight_grad(self, X, G) -> torch.Tensor:  # (nnz, C)
         dW = G.new_empty(self.S.nnz, G.shape[2])
         for heads, pos, idx in self.groups:
-            Xg = X[:, idx].permute(1, 2, 0)  # (G, m, B)
-            dW[pos] = torch.bmm(Xg, G[heads])
+            Gh = G[heads]
+            for a, b in self._slices(len(heads), idx.shape[1], X.shape[0]):
+                dW[pos[:, a:b]] = torch.bmm(X[:, idx[:, a:b]].permute(1, 2, 0), Gh)  # (G, m', B) x (G, B, C)
         return dW
 
     def copy_heads(self, dst: torch.Tensor, src: torch.Tensor, heads: torch.Tensor) -> None:
