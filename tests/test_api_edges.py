@@ -56,8 +56,9 @@ def test_cka_near_the_float32_limit_and_streamed_chunks_of_different_scales(rng)
 def test_ratio_never_hides_a_nan():
     from pyred.gram import _ratio
 
-    out = _ratio(torch.tensor([1.0, float("nan"), 0.5]), torch.tensor([1.0, 1.0, 0.0]), torch.tensor([1.0, 1.0, 1.0]))
-    assert out[0] == 1.0 and torch.isnan(out[1]) and out[2] == 0.0
+    nan = float("nan")
+    out = _ratio(torch.tensor([1.0, nan, 0.5, 0.3]), torch.tensor([1.0, 1.0, 0.0, nan]), torch.tensor([1.0] * 4))
+    assert out[0] == 1.0 and torch.isnan(out[1]) and out[2] == 0.0 and torch.isnan(out[3])
 
 
 # -- arrays, lists and scalars ---------------------------------------------------------------------
