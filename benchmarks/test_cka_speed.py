@@ -118,3 +118,45 @@ def test_gathered_block_sums(timed, device, M, impl):
     group = f"gathered_block_sums, d={D}, M={M}, K=71"
     backend = "auto" if impl == "pyred" else "torch"
     timed(group, impl, lambda: pyred.ops.gathered_block_sums(mats, S, backend=backend), rounds=5 if impl == "pyred" else 1)
+
+
+# -- a wide layer: the sample road -------------------------------------------------------------
+N_WIDE = int(os.environ.get("PYRED_BENCH_N_WIDE", 500))
+D_WIDE = int(os.environ.get("PYRED_BENCH_D_WIDE", 50_000))
+WIDE_GRID = pyred.draw_subsets(D_WIDE, FRACTIONS, [1, 2, 3, 4, 5])  # the paper's 70 subsets
+
+
+@pytest.fixture(scope="module")
+def X_wide(device):
+    g = torch.Generator().manual_seed(1)
+    return (torch.randn(N_WIDE, 256, generator=g) @ torch.randn(256, D_WIDE, generator=g) / 16 + 1.0).to(device)
+
+
+def gram_loop(X: torch.Tensor, subsets: pyred.Subsets, reuse_target: bool) -> torch.Tensor:
+    """Per-subset n x n Grams (float32 products, float64 sums), centred in O(n^2); the full layer's
+    centred Gram computed once (reuse_target) or for every subset, as one-pair-at-a-time CKA code does."""
+    def centred(Z):
+        return centre_gram((Z @ Z.T).double())
+
+    L = centred(X) if reuse_target else None
+    out = torch.empty(len(subsets), dtype=torch.float64)
+    for k, idx in enumerate(subsets.to(X.device)):
+        Lk = L if reuse_target else centred(X)
+        K = centred(X[:, idx])
+        den = (K * K).sum() * (Lk * Lk).sum()
+        out[k] = ((K * Lk).sum() / den.sqrt()).item() if den > 0 else 0.0
+    return out
+
+
+@pytest.mark.parametrize("impl", ["pyred", "per-subset Gram loop", "per-pair Gram loop"])
+def test_subset_cka_wide_layer(timed, X_wide, impl):
+    from conftest import OUTPUTS
+
+    group = f"subset CKA, wide layer n={N_WIDE}, d={D_WIDE}, K={len(WIDE_GRID)}"
+    fns = {"pyred": lambda: pyred.subset_cka(X_wide, WIDE_GRID),
+           "per-subset Gram loop": lambda: gram_loop(X_wide, WIDE_GRID, True),
+           "per-pair Gram loop": lambda: gram_loop(X_wide, WIDE_GRID, False)}
+    got = timed(group, impl, fns[impl], rounds=2 if impl == "pyred" else 1)
+    OUTPUTS[(group, impl)] = got
+    if impl != "pyred" and (group, "pyred") in OUTPUTS:
+        torch.testing.assert_close(got.cpu(), OUTPUTS[(group, "pyred")].cpu(), rtol=2e-4, atol=1e-6)

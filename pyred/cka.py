@@ -1,17 +1,25 @@
 """Linear CKA of whole layers and of many neuron subsets at once.
 
-Every function goes through :class:`pyred.GramStats`: one centred Gram (and, for
-the debiased estimator, one fourth-moment Gram) of the layer, then gathered
-sums over the subsets -- never a per-subset copy of the features.
+Two roads give the same numbers. The feature road (:class:`pyred.GramStats`):
+one centred d x d Gram (and, for the debiased estimator, one fourth-moment
+Gram) of the layer, then gathered sums over the subsets -- never a per-subset
+copy of the features. The sample road (:mod:`pyred.sample_gram`): n x n Grams,
+built incrementally along each chain of nested subsets -- for layers too wide
+for a d x d Gram. ``route="auto"`` takes the cheaper one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .gram import GramStats
-from .ops.arrays import float_matrix
+from . import _checks as check
+from .gram import MAX_GRAM_DIM, GramStats, _finite
+from .ops.arrays import float_matrix, from_torch
+from .sample_gram import features_road_cost, sample_road_cka, sample_road_cost
 from .subsets import Subsets, as_subsets
+
+ROUTES = ("auto", "features", "samples")
+MAX_SAMPLE_GRAM = 32768  # n above this: an n x n float64 Gram would take over 8 GB
 
 
 def linear_cka(X: Any, Y: Any, debiased: bool = False, *, chunk_size: int | None = None) -> float:
@@ -30,7 +38,7 @@ def linear_cka(X: Any, Y: Any, debiased: bool = False, *, chunk_size: int | None
 
 
 def subset_cka(X: Any, subsets: Subsets | Any, target: Any = None, debiased: bool = False, *,
-               chunk_size: int | None = None) -> Any:
+               chunk_size: int | None = None, route: str = "auto") -> Any:
     """CKA of each neuron subset of X with a target representation.
 
     Args:
@@ -39,14 +47,47 @@ def subset_cka(X: Any, subsets: Subsets | Any, target: Any = None, debiased: boo
       target: (n, e) features of the same samples, or None for the full layer X
         (the paper's "part vs whole").
       debiased: unbiased HSIC estimator instead of the paper's biased one.
-      chunk_size: samples per Gram chunk.
+      chunk_size: samples per Gram chunk (feature road).
+      route: "features" (one d x d Gram, then O(k^2) per subset), "samples"
+        (n x n Grams, one pass over the columns per chain of nested subsets --
+        for wide layers) or "auto" (the one with fewer multiply-adds; the
+        sample road whenever d > 65,536, the feature road whenever n > 32,768).
+        Both give the same numbers up to rounding.
 
     Returns:
       (K,) float64 array of X's kind and device: CKA(X[:, S_k], target). An
       empty subset (k = 0) or one without variance gets 0.0.
     """
-    subsets = as_subsets(subsets, _width(X))
-    return GramStats.from_features(X, target, debiased=debiased, chunk_size=chunk_size).subset_cka(subsets)
+    d = _width(X)
+    subsets = as_subsets(subsets, d)
+    route = check.choice(route, "route", ROUTES)
+    if route == "auto":
+        route = choose_route(_rows(X), d, subsets, debiased)
+    if route == "features":
+        return GramStats.from_features(X, target, debiased=debiased, chunk_size=chunk_size).subset_cka(subsets)
+    x, kind = float_matrix(X, "X")
+    y = None
+    if target is not None:
+        y, _ = float_matrix(target, "target")
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"target: expected {x.shape[0]} samples (rows) like X, got {y.shape[0]}")
+        if y.device != x.device:
+            raise ValueError(f"target: expected the same device as X ({x.device}), got {y.device}")
+    n = x.shape[0]
+    if n < 2 or (debiased and n <= 3):
+        raise ValueError(f"X: {'debiased' if debiased else 'linear'} CKA needs at least {4 if debiased else 2} "
+                         f"samples, got n={n}")
+    return from_torch(_finite(sample_road_cka(x, subsets.to(x.device), y, debiased), "subset_cka"), kind)
+
+
+def choose_route(n: int, d: int, subsets: Subsets, debiased: bool = False) -> str:
+    """The road with fewer multiply-adds, within both roads' memory limits (see :func:`subset_cka`)."""
+    if d > MAX_GRAM_DIM:
+        return "samples"
+    if n > MAX_SAMPLE_GRAM:
+        return "features"
+    features = features_road_cost(n, d) * (3 if debiased else 1)  # debiased: also (X o X)^T (X o X) and Q
+    return "samples" if sample_road_cost(n, d, subsets) < features else "features"
 
 
 def subset_pair_cka(X: Any, subsets_a: Subsets | Any, subsets_b: Subsets | Any, debiased: bool = False, *,
@@ -66,6 +107,11 @@ def subset_pair_cka(X: Any, subsets_a: Subsets | Any, subsets_b: Subsets | Any, 
     if len(a) != len(b):
         raise ValueError(f"subsets_b: expected {len(a)} subsets (as many as subsets_a), got {len(b)}")
     return GramStats.from_features(X, debiased=debiased, chunk_size=chunk_size).subset_pair_cka(a, b)
+
+
+def _rows(X: Any) -> int:
+    shape = getattr(X, "shape", None)
+    return int(shape[0]) if shape is not None and len(shape) == 2 else len(X)
 
 
 def _width(X: Any) -> int:

@@ -41,6 +41,7 @@ from .ops.reductions import gathered_block_sums, segment_sums
 from .subsets import Subsets, as_subsets
 
 F64 = torch.float64
+MAX_GRAM_DIM = 65536  # d above this: a d x d float64 Gram would take over 32 GB
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,10 @@ class GramStats:
     def __init__(self, dim: int, target_dim: int | None = None, *, debiased: bool = False,
                  shift: Any = None, target_shift: Any = None, device: Any = None):
         self.dim = check.integer(dim, "dim", min=1)
+        if self.dim > MAX_GRAM_DIM:
+            raise ValueError(f"dim: a layer of width {self.dim} needs a {self.dim} x {self.dim} float64 Gram "
+                             f"({8 * self.dim ** 2 / 2**30:.0f} GB); for layers wider than {MAX_GRAM_DIM} use "
+                             "pyred.subset_cka(..., route='samples'), which works through n x n sample Grams")
         self.target_dim = check.optional_integer(target_dim, "target_dim", min=1)
         self.debiased = check.boolean(debiased, "debiased")
         self.n = 0

@@ -219,3 +219,65 @@ def test_properties(shape, seed, debiased):
     # the full subset against the full layer is 1 (biased: always; debiased: when the layer has signal)
     one = pyred.subset_cka(X, [full], debiased=debiased)[0]
     assert one == pytest.approx(1.0, abs=1e-9) or (debiased and one == 0.0)
+
+
+# -- the sample road: n x n Grams along chains of nested subsets ------------------------------------------
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("debiased", [False, True])
+@pytest.mark.parametrize("n, d", [(60, 12), (40, 40), (25, 300)])
+def test_both_roads_match_the_gram_reference(rng, device, debiased, n, d):
+    X = features(rng, n, d)
+    nested = pyred.draw_subsets(d, [0.04, 0.1, 0.5, 0.9, 1.0], [1, 2])
+    loose = pyred.Subsets.from_lists([[1], [], [0], rng.permutation(d)[:d // 2], rng.permutation(d)[:3]], d=d)
+    S = pyred.Subsets.concat([nested, loose])
+    lists = [s.numpy() for s in S]
+    Y = np.tanh(X[:, :5]) + rng.normal(size=(n, 5))
+    tx, ty = torch.tensor(X, device=device), torch.tensor(Y, device=device)
+    for target, want in ((None, R.subset_cka(X, lists, debiased=debiased)),
+                         (ty, R.subset_cka(X, lists, Y, debiased=debiased))):
+        for route in ("samples", "features", "auto"):
+            got = pyred.subset_cka(tx, S, target=target, debiased=debiased, route=route)
+            np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-9, atol=1e-11, err_msg=route)
+    assert pyred.subset_cka(tx, S, route="samples")[len(nested) + 1] == 0.0  # k = 0
+    # a constant column adds nothing (the float64 reference itself is unstable there, so compare subsets)
+    Xc = X.copy()
+    Xc[:, 1] = 3.0
+    for deb in (False, True):
+        got = pyred.subset_cka(torch.tensor(Xc, device=device), [[1], [0, 1], [0]], debiased=deb, route="samples")
+        assert got[0] == 0.0 and got[1] == pytest.approx(float(got[2]), rel=1e-12)
+
+
+def test_sample_road_float32_meets_the_1e6_rule_and_chains_follow_nesting(rng):
+    from pyred.sample_gram import nested_chains
+
+    n, d = 200, 3000
+    X = features(rng, n, d, mean=5.0).astype(np.float32)
+    S = pyred.draw_subsets(d, [0.001, 0.01, 0.1, 0.5, 1.0], [1, 2, 3])
+    chains = nested_chains(S)
+    assert len(chains) == 3 and all(len(c) == 5 for c in chains)  # one chain per seed
+    assert [int(S.seeds[k]) for k in chains[0]] == [int(S.seeds[chains[0][0]])] * 5
+    X64 = X.astype(np.float64)
+    Xc = X64 - X64.mean(0)
+    L = Xc @ Xc.T
+    want = []
+    for s in S:
+        K = Xc[:, s.numpy()] @ Xc[:, s.numpy()].T
+        want.append(np.sum(K * L) / np.sqrt(np.sum(K * K) * np.sum(L * L)))
+    np.testing.assert_allclose(pyred.subset_cka(X, S, route="samples"), want, rtol=1e-6)
+
+
+def test_sample_road_streams_wide_layers(rng):
+    n, d = 40, 120_000  # a d x d Gram would be 115 GB
+    X = (rng.normal(size=(n, 64)) @ rng.normal(size=(64, d)) / 8).astype(np.float32)
+    S = pyred.draw_subsets(d, [0.0001, 0.01, 0.3], [1, 2])
+    got = pyred.subset_cka(X, S)  # auto: the only road that fits
+    from pyred.sample_gram import sample_road_cka
+
+    small = sample_road_cka(torch.from_numpy(X), S, None, False, block=997)  # many small blocks, same numbers
+    np.testing.assert_allclose(got, small.numpy(), rtol=1e-6)
+    lists = [s.numpy() for s in S]
+    np.testing.assert_allclose(got, R.subset_cka(X.astype(np.float64), lists), rtol=1e-5)
+    with pytest.raises(ValueError, match="dim: a layer of width 120000 needs .* route='samples'"):
+        pyred.subset_cka(X, S, route="features")
+    with pytest.raises(ValueError, match="route: expected one of"):
+        pyred.subset_cka(X, S, route="sample")

@@ -1,0 +1,125 @@
+"""Linear CKA through n x n sample Grams: the road for layers too wide for a d x d Gram.
+
+For a subset S of the columns of X (n x d, centred per column), K_S = Xc_S Xc_S^T
+is already double-centred, and with L the target's centred Gram
+
+  CKA(S) = <K_S, L>_F / sqrt(<K_S, K_S>_F <L, L>_F)           (biased HSIC)
+
+or the same with the unbiased HSIC of Song et al. (2012) on K_S and L. The
+paper's subsets of one seed are prefixes of one permutation, so K for the next
+fraction is the previous one plus the Gram of the columns it adds: one pass
+over the columns per chain of nested subsets gives every subset of the chain,
+O(n^2 d) per chain instead of per subset. Subsets that nest in no chain get a
+Gram of their own. Columns are streamed in blocks (centred in float64,
+multiplied in the input's precision, accumulated in float64), so memory is
+O(n^2 + n b) whatever d is, and X is never copied whole.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .subsets import Subsets
+
+F64 = torch.float64
+
+
+def nested_chains(S: Subsets) -> list[list[int]]:
+    """The subsets grouped into chains of nested prefixes: in each chain, every list is the first
+    len(list) entries of the next one. Empty lists form no chain (their CKA is 0)."""
+    order = sorted((k for k in range(len(S)) if int(S.sizes[k]) > 0), key=lambda k: int(S.sizes[k]))
+    lists = [S[k].cpu() for k in range(len(S))]
+    chains: list[list[int]] = []
+    open_by_first: dict[int, list[int]] = {}  # first index -> ids of chains that start with it
+    for k in order:
+        first = int(lists[k][0])
+        home = None
+        for c in open_by_first.get(first, []):
+            last = lists[chains[c][-1]]
+            if torch.equal(lists[k][:len(last)], last):
+                home = c
+                break
+        if home is None:
+            chains.append([k])
+            open_by_first.setdefault(first, []).append(len(chains) - 1)
+        else:
+            chains[home].append(k)
+    return chains
+
+
+def unbiased_hsic(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    """The unbiased HSIC estimator (Song et al. 2012) of two n x n Grams, n >= 4 (float64 scalar)."""
+    n = K.shape[0]
+    Kt = K - torch.diag(torch.diagonal(K))
+    Lt = L - torch.diag(torch.diagonal(L))
+    trace = (Kt * Lt).sum()
+    ones_k, ones_l = Kt.sum(), Lt.sum()
+    cross = Kt.sum(0) @ Lt.sum(1)
+    return (trace + ones_k * ones_l / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * cross) / (n * (n - 3))
+
+
+class _Columns:
+    """Centred column blocks of X, in the compute precision (float32 products keep GEMM speed;
+    float64 input stays float64): column means summed in float64, each gathered block centred
+    in place, its Gram added to a float64 accumulator."""
+
+    def __init__(self, x: torch.Tensor, block: int):
+        self.x, self.block = x, block
+        self.cd = F64 if x.dtype == F64 else torch.float32
+        mean = torch.empty(x.shape[1], dtype=F64, device=x.device)
+        for a in range(0, x.shape[1], block):
+            mean[a:a + block] = x[:, a:a + block].mean(0, dtype=F64)
+        self.mean = mean.to(self.cd)
+
+    def gram_of(self, cols: torch.Tensor, out: torch.Tensor) -> None:
+        """out += Xc[:, cols] Xc[:, cols]^T (n x n float64), streamed over blocks of cols."""
+        for a in range(0, cols.numel(), self.block):
+            c = cols[a:a + self.block]
+            z = torch.index_select(self.x, 1, c).to(self.cd).sub_(self.mean[c])
+            out += (z @ z.T).to(F64)
+
+    def full_gram(self) -> torch.Tensor:
+        n, d = self.x.shape
+        out = torch.zeros(n, n, dtype=F64, device=self.x.device)
+        self.gram_of(torch.arange(d, device=self.x.device), out)
+        return out
+
+
+def sample_road_cka(x: torch.Tensor, S: Subsets, target: torch.Tensor | None, debiased: bool,
+                    block: int | None = None) -> torch.Tensor:
+    """(K,) float64 CKA(X[:, S_k], target) through n x n Grams (target: the full X when None).
+
+    x: (n, d) float tensor (validated by the caller); target: (n, e) or None.
+    """
+    n, d = x.shape
+    block = block or max(64, (1 << 24) // max(1, n))  # about 64 MB of float32 per block
+    cols = _Columns(x, block)
+    L = cols.full_gram() if target is None else _Columns(target, block).full_gram()
+    hsic = unbiased_hsic if debiased else (lambda A, B: (A * B).sum())
+    ll = hsic(L, L)
+    out = torch.zeros(len(S), dtype=F64, device=x.device)
+    indices = S.indices.to(x.device)
+    offsets = S.offsets.tolist()
+    for chain in nested_chains(S):
+        K = torch.zeros(n, n, dtype=F64, device=x.device)
+        done = 0
+        for k in chain:
+            start = offsets[k]
+            size = offsets[k + 1] - start
+            cols.gram_of(indices[start + done:start + size], K)  # the columns this member adds
+            done = size
+            kl, kk = hsic(K, L), hsic(K, K)
+            prod = kk * ll
+            out[k] = kl / torch.sqrt(prod) if bool(prod > 0) else 0.0
+    return out
+
+
+def features_road_cost(n: int, d: int) -> float:
+    """Multiply-adds of the d x d Gram (upper triangle)."""
+    return 0.5 * n * d * d
+
+
+def sample_road_cost(n: int, d: int, S: Subsets) -> float:
+    """Multiply-adds of the n x n Grams: the target's plus one pass per chain over its largest member."""
+    largest = sum(int(S.sizes[chain[-1]]) for chain in nested_chains(S))
+    return n * n * (d + largest)
