@@ -2,7 +2,7 @@
 
 The numerical core loads with ``import pyred`` (it needs only torch and numpy):
   draw_subsets, Subsets          -- neuron subsets (the paper's sampler, or your own lists)
-  linear_cka, subset_cka, subset_pair_cka, GramStats, Moments -- batched linear CKA
+  linear_cka, subset_cka, subset_pair_cka, GramStats, Moments, MinibatchCKA -- batched CKA
   train_probes, ProbeResult, ProbeEvaluation -- K linear probes on K subsets, trained at once
   pyred.ops                      -- the kernels (gathered_block_sums, segment_sums, gathered_linear, ...)
   native_info                    -- which native modules loaded
@@ -23,6 +23,7 @@ from ._native import native_info
 from ._version import __version__
 from .cka import linear_cka, subset_cka, subset_pair_cka
 from .gram import GramStats, Moments
+from .minibatch import MinibatchCKA
 from .probes import ProbeEvaluation, ProbeResult, train_probes
 from .subsets import Subsets, draw_subsets
 from . import ops
@@ -55,6 +56,7 @@ __all__ = [
     "Backbone",
     "FeatureSet",
     "GramStats",
+    "MinibatchCKA",
     "Moments",
     "ProbeEvaluation",
     "ProbeResult",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from .gram import _ratio
 from .subsets import Subsets
 
 F64 = torch.float64
@@ -85,33 +86,51 @@ class _Columns:
         return out
 
 
-def sample_road_cka(x: torch.Tensor, S: Subsets, target: torch.Tensor | None, debiased: bool,
-                    block: int | None = None) -> torch.Tensor:
-    """(K,) float64 CKA(X[:, S_k], target) through n x n Grams (target: the full X when None).
-
-    x: (n, d) float tensor (validated by the caller); target: (n, e) or None.
-    """
-    n, d = x.shape
-    block = block or max(64, (1 << 24) // max(1, n))  # about 64 MB of float32 per block
-    cols = _Columns(x, block)
-    L = cols.full_gram() if target is None else _Columns(target, block).full_gram()
-    hsic = unbiased_hsic if debiased else (lambda A, B: (A * B).sum())
-    ll = hsic(L, L)
-    out = torch.zeros(len(S), dtype=F64, device=x.device)
+def chain_grams(x: torch.Tensor, S: Subsets, cols: "_Columns"):
+    """Yields (k, K_k) for every non-empty subset k: K_k = Xc[:, S_k] Xc[:, S_k]^T (n x n float64),
+    built incrementally along each chain of nested subsets. K_k is a buffer that the next step
+    changes: use it before asking for the next one."""
+    n = x.shape[0]
     indices = S.indices.to(x.device)
     offsets = S.offsets.tolist()
     for chain in nested_chains(S):
         K = torch.zeros(n, n, dtype=F64, device=x.device)
         done = 0
         for k in chain:
-            start = offsets[k]
-            size = offsets[k + 1] - start
+            start, size = offsets[k], offsets[k + 1] - offsets[k]
             cols.gram_of(indices[start + done:start + size], K)  # the columns this member adds
             done = size
-            kl, kk = hsic(K, L), hsic(K, K)
-            prod = kk * ll
-            out[k] = kl / torch.sqrt(prod) if bool(prod > 0) else 0.0
-    return out
+            yield k, K
+
+
+def linear_hsic(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """The biased HSIC of two double-centred Grams, up to the factor 1/(n-1)^2 that cancels in CKA."""
+    return (A * B).sum()
+
+
+def sample_road_hsic(x: torch.Tensor, S: Subsets, target: torch.Tensor | None, debiased: bool,
+                     block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """HSIC(K_k, L), HSIC(K_k, K_k) for every subset k ((K,) float64 each, 0 for empty subsets) and
+    HSIC(L, L) (a float64 scalar), with L the target's centred linear Gram (the full X when None)."""
+    n = x.shape[0]
+    block = block or max(64, (1 << 24) // max(1, n))  # about 64 MB of float32 per block
+    cols = _Columns(x, block)
+    L = cols.full_gram() if target is None else _Columns(target, block).full_gram()
+    hsic = unbiased_hsic if debiased else linear_hsic
+    kl = torch.zeros(len(S), dtype=F64, device=x.device)
+    kk = torch.zeros(len(S), dtype=F64, device=x.device)
+    for k, K in chain_grams(x, S, cols):
+        kl[k], kk[k] = hsic(K, L), hsic(K, K)
+    return kl, kk, hsic(L, L)
+
+
+def sample_road_cka(x: torch.Tensor, S: Subsets, target: torch.Tensor | None, debiased: bool,
+                    block: int | None = None) -> torch.Tensor:
+    """(K,) float64 CKA(X[:, S_k], target) through n x n Grams (target: the full X when None).
+
+    x: (n, d) float tensor (validated by the caller); target: (n, e) or None.
+    """
+    return _ratio(*sample_road_hsic(x, S, target, debiased, block))
 
 
 def features_road_cost(n: int, d: int) -> float:
