@@ -160,3 +160,46 @@ def test_subset_cka_wide_layer(timed, X_wide, impl):
     OUTPUTS[(group, impl)] = got
     if impl != "pyred" and (group, "pyred") in OUTPUTS:
         torch.testing.assert_close(got.cpu(), OUTPUTS[(group, "pyred")].cpu(), rtol=2e-4, atol=1e-6)
+
+
+# -- RBF kernel ----------------------------------------------------------------------------------
+N_RBF = int(os.environ.get("PYRED_BENCH_N_RBF", 1000))
+RBF_GRID = pyred.draw_subsets(D, FRACTIONS, [1, 2, 3, 4, 5])
+
+
+def rbf_loop(X: torch.Tensor, subsets: pyred.Subsets, sigma: float = 0.8) -> torch.Tensor:
+    """One subset at a time, as CKA libraries do: the subset's float64 RBF Gram (median rule), centred,
+    against the full layer's (computed once)."""
+    from pyred.sample_gram import centred, median_all
+
+    def gram(Z):
+        Z = Z.double()
+        sq = (Z * Z).sum(1)
+        D2 = (sq[:, None] + sq[None, :] - 2 * Z @ Z.T).clamp_min(0)
+        D2.fill_diagonal_(0)
+        return centred(torch.exp(-D2 / (2 * sigma ** 2 * median_all(D2))))
+
+    L = gram(X)
+    ll = (L * L).sum()
+    out = torch.empty(len(subsets), dtype=torch.float64)
+    for k, idx in enumerate(subsets.to(X.device)):
+        if idx.numel() == 0:
+            out[k] = 0.0
+            continue
+        K = gram(X[:, idx])
+        out[k] = ((K * L).sum() / ((K * K).sum() * ll).sqrt()).item()
+    return out
+
+
+@pytest.mark.parametrize("impl", ["pyred", "per-subset loop"])
+def test_subset_cka_rbf(timed, X, impl):
+    from conftest import OUTPUTS
+
+    Xr = X[:N_RBF]
+    group = f"subset CKA, RBF kernel, n={N_RBF}, d={D}, K={len(RBF_GRID)}"
+    fn = (lambda: pyred.subset_cka(Xr, RBF_GRID, kernel="rbf")) if impl == "pyred" else \
+        (lambda: rbf_loop(Xr, RBF_GRID))
+    got = timed(group, impl, fn, rounds=2)
+    OUTPUTS[(group, impl)] = got
+    if impl != "pyred" and (group, "pyred") in OUTPUTS:
+        torch.testing.assert_close(got.cpu(), OUTPUTS[(group, "pyred")].cpu(), rtol=1e-4, atol=1e-6)

@@ -15,10 +15,11 @@ from typing import Any
 from . import _checks as check
 from .gram import MAX_GRAM_DIM, GramStats, _finite
 from .ops.arrays import float_matrix, from_torch
-from .sample_gram import features_road_cost, sample_road_cka, sample_road_cost
+from .sample_gram import features_road_cost, sample_road_cka, sample_road_cost, sample_road_rbf_cka
 from .subsets import Subsets, as_subsets
 
 ROUTES = ("auto", "features", "samples")
+KERNELS = ("linear", "rbf")
 MAX_SAMPLE_GRAM = 32768  # n above this: an n x n float64 Gram would take over 8 GB
 
 
@@ -38,7 +39,8 @@ def linear_cka(X: Any, Y: Any, debiased: bool = False, *, chunk_size: int | None
 
 
 def subset_cka(X: Any, subsets: Subsets | Any, target: Any = None, debiased: bool = False, *,
-               chunk_size: int | None = None, route: str = "auto") -> Any:
+               chunk_size: int | None = None, route: str = "auto", kernel: str = "linear", sigma: float = 0.8,
+               target_gram: Any = None) -> Any:
     """CKA of each neuron subset of X with a target representation.
 
     Args:
@@ -53,6 +55,12 @@ def subset_cka(X: Any, subsets: Subsets | Any, target: Any = None, debiased: boo
         for wide layers) or "auto" (the one with fewer multiply-adds; the
         sample road whenever d > 65,536, the feature road whenever n > 32,768).
         Both give the same numbers up to rounding.
+      kernel: "linear", or "rbf": the Gaussian kernel with bandwidth ``sigma``
+        times the median pairwise distance (Kornblith et al. 2019's rule, per
+        subset); the target's Gram is the RBF Gram of ``target`` (or of X).
+        RBF goes through the sample road.
+      target_gram: an (n, n) kernel Gram of the target, used instead of
+        ``target`` (any kernel; with kernel="rbf" only).
 
     Returns:
       (K,) float64 array of X's kind and device: CKA(X[:, S_k], target). An
@@ -61,6 +69,14 @@ def subset_cka(X: Any, subsets: Subsets | Any, target: Any = None, debiased: boo
     d = _width(X)
     subsets = as_subsets(subsets, d)
     route = check.choice(route, "route", ROUTES)
+    kernel = check.choice(kernel, "kernel", KERNELS)
+    if kernel == "rbf":
+        if route == "features":
+            raise ValueError("route: the RBF kernel has no feature-space form; use route='samples' (or 'auto')")
+        route = "samples"
+        sigma = check.number(sigma, "sigma", min=0, min_exclusive=True)
+    elif target_gram is not None:
+        raise ValueError("target_gram: only with kernel='rbf' (give target= features for linear CKA)")
     if route == "auto":
         route = choose_route(_rows(X), d, subsets, debiased)
     if route == "features":
@@ -77,7 +93,18 @@ def subset_cka(X: Any, subsets: Subsets | Any, target: Any = None, debiased: boo
     if n < 2 or (debiased and n <= 3):
         raise ValueError(f"X: {'debiased' if debiased else 'linear'} CKA needs at least {4 if debiased else 2} "
                          f"samples, got n={n}")
-    return from_torch(_finite(sample_road_cka(x, subsets.to(x.device), y, debiased), "subset_cka"), kind)
+    S = subsets.to(x.device)
+    if kernel == "linear":
+        return from_torch(_finite(sample_road_cka(x, S, y, debiased), "subset_cka"), kind)
+    L = None
+    if target_gram is not None:
+        if target is not None:
+            raise ValueError("target_gram: give target or target_gram, not both")
+        L, _ = float_matrix(target_gram, "target_gram")
+        if L.shape != (n, n):
+            raise ValueError(f"target_gram: expected an ({n}, {n}) Gram, got {tuple(L.shape)}")
+        L = L.to(x.device)
+    return from_torch(_finite(sample_road_rbf_cka(x, S, y, L, debiased, sigma), "subset_cka"), kind)
 
 
 def choose_route(n: int, d: int, subsets: Subsets, debiased: bool = False) -> str:

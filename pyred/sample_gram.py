@@ -133,6 +133,64 @@ def sample_road_cka(x: torch.Tensor, S: Subsets, target: torch.Tensor | None, de
     return _ratio(*sample_road_hsic(x, S, target, debiased, block))
 
 
+def median_all(A: torch.Tensor) -> torch.Tensor:
+    """The median of every entry of A, the mean of the two middle ones for an even count (NumPy's rule)."""
+    flat = A.reshape(-1)
+    m = flat.numel()
+    hi = torch.kthvalue(flat, m // 2 + 1).values
+    return hi if m % 2 else 0.5 * (hi + torch.kthvalue(flat, m // 2).values)
+
+
+def rbf_gram(K: torch.Tensor, sigma: float) -> torch.Tensor | None:
+    """The Gaussian Gram exp(-|x_i - x_j|^2 / (2 sigma^2 m)) from a linear Gram K (n x n), with m the
+    median of all squared distances (Kornblith et al. 2019's bandwidth rule); None when m = 0
+    (all samples equal: no variance)."""
+    sq = torch.diagonal(K)
+    D = (sq[:, None] + sq[None, :] - 2.0 * K).clamp_min_(0.0)
+    D.fill_diagonal_(0.0)
+    med = median_all(D)
+    if not bool(med > 0):
+        return None
+    return torch.exp(D.div_(-2.0 * sigma * sigma * med))
+
+
+def centred(G: torch.Tensor) -> torch.Tensor:
+    """H G H in O(n^2)."""
+    return G - G.mean(0, keepdim=True) - G.mean(1, keepdim=True) + G.mean()
+
+
+def sample_road_rbf_cka(x: torch.Tensor, S: Subsets, target: torch.Tensor | None, target_gram: torch.Tensor | None,
+                        debiased: bool, sigma: float, block: int | None = None) -> torch.Tensor:
+    """(K,) float64 RBF-kernel CKA of every subset with the target: the full X's RBF Gram, a target
+    layer's RBF Gram, or ``target_gram`` (any n x n kernel Gram). Squared distances add over
+    coordinates, so each subset's distances come from its linear Gram along the chains."""
+    n = x.shape[0]
+    block = block or max(64, (1 << 24) // max(1, n))
+    cols = _Columns(x, block)
+    if target_gram is not None:
+        L = target_gram.to(F64)
+    else:
+        L = rbf_gram(cols.full_gram() if target is None else _Columns(target, block).full_gram(), sigma)
+    out = torch.zeros(len(S), dtype=F64, device=x.device)
+    if L is None:
+        return out
+    if not debiased:
+        L = centred(L)
+    ll = unbiased_hsic(L, L) if debiased else (L * L).sum()
+    for k, K in chain_grams(x, S, cols):
+        G = rbf_gram(K, sigma)
+        if G is None:
+            continue
+        if debiased:
+            kl, kk = unbiased_hsic(G, L), unbiased_hsic(G, G)
+        else:
+            # <HGH, HLH> = <G, HLH>, and ||HGH||^2 = ||G||^2 - 2 |G 1|^2 / n + (1'G1)^2 / n^2: no centred copy of G
+            r = G.sum(1)
+            kl, kk = (G * L).sum(), (G * G).sum() - 2.0 * (r @ r) / n + r.sum() ** 2 / (n * n)
+        out[k] = _ratio(kl[None], kk[None], ll[None])[0]
+    return out
+
+
 def features_road_cost(n: int, d: int) -> float:
     """Multiply-adds of the d x d Gram (upper triangle)."""
     return 0.5 * n * d * d

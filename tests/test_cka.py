@@ -281,3 +281,46 @@ def test_sample_road_streams_wide_layers(rng):
         pyred.subset_cka(X, S, route="features")
     with pytest.raises(ValueError, match="route: expected one of"):
         pyred.subset_cka(X, S, route="sample")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("debiased", [False, True])
+@pytest.mark.parametrize("sigma", [0.8, 2.0])
+def test_rbf_cka_matches_kornbliths_formula(rng, device, debiased, sigma):
+    n, d = 45, 16
+    X = features(rng, n, d)
+    Y = np.sin(X[:, :4]) + 0.3 * rng.normal(size=(n, 4))
+    S = pyred.Subsets.concat([pyred.draw_subsets(d, [0.1, 0.5, 1.0], [1, 2]),
+                              pyred.Subsets.from_lists([[], [2], rng.permutation(d)[:5]], d=d)])
+    lists = [s.numpy() for s in S]
+    tx, ty = torch.tensor(X, device=device), torch.tensor(Y, device=device)
+    L_self, L_y = R.gram_rbf(X, sigma), R.gram_rbf(Y, sigma)
+    want_self = [R.cka_from_grams(R.gram_rbf(X[:, s], sigma), L_self, debiased) if len(s) else 0.0 for s in lists]
+    want_y = [R.cka_from_grams(R.gram_rbf(X[:, s], sigma), L_y, debiased) if len(s) else 0.0 for s in lists]
+    got = pyred.subset_cka(tx, S, kernel="rbf", sigma=sigma, debiased=debiased)
+    np.testing.assert_allclose(got.cpu().numpy(), want_self, rtol=1e-9, atol=1e-12)
+    got_y = pyred.subset_cka(tx, S, target=ty, kernel="rbf", sigma=sigma, debiased=debiased)
+    np.testing.assert_allclose(got_y.cpu().numpy(), want_y, rtol=1e-9, atol=1e-12)
+    # another kernel's Gram as the target: a linear one
+    Lin = torch.tensor(Y @ Y.T, device=device)
+    want_lin = [R.cka_from_grams(R.gram_rbf(X[:, s], sigma), Y @ Y.T, debiased) if len(s) else 0.0 for s in lists]
+    got_lin = pyred.subset_cka(tx, S, kernel="rbf", sigma=sigma, debiased=debiased, target_gram=Lin)
+    np.testing.assert_allclose(got_lin.cpu().numpy(), want_lin, rtol=1e-9, atol=1e-12)
+
+
+def test_rbf_and_route_bad_input(rng):
+    X = features(rng, 20, 5)
+    with pytest.raises(ValueError, match="sigma: expected a number > 0"):
+        pyred.subset_cka(X, [[0]], kernel="rbf", sigma=0.0)
+    with pytest.raises(ValueError, match="sigma: expected a number > 0"):
+        pyred.subset_cka(X, [[0]], kernel="rbf", sigma=-1.0)
+    with pytest.raises(ValueError, match="kernel: expected one of"):
+        pyred.subset_cka(X, [[0]], kernel="poly")
+    with pytest.raises(ValueError, match="route: the RBF kernel has no feature-space form"):
+        pyred.subset_cka(X, [[0]], kernel="rbf", route="features")
+    with pytest.raises(ValueError, match="target_gram: expected an \\(20, 20\\) Gram"):
+        pyred.subset_cka(X, [[0]], kernel="rbf", target_gram=np.eye(19))
+    with pytest.raises(ValueError, match="target_gram: only with kernel='rbf'"):
+        pyred.subset_cka(X, [[0]], target_gram=np.eye(20))
+    const = np.ones((10, 3))
+    assert pyred.subset_cka(const, [[0, 1]], kernel="rbf").tolist() == [0.0]  # no variance: 0, not NaN

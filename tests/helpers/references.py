@@ -60,3 +60,22 @@ def block_sums(mats, rows, cols):
         mats = mats[None]
     return np.array([[A[np.ix_(np.asarray(r, dtype=np.int64), np.asarray(c, dtype=np.int64))].sum() for A in mats]
                      for r, c in zip(rows, cols)])
+
+
+# -- RBF CKA, written from Kornblith et al. (2019)'s definitions ------------------------------------
+def gram_rbf(X, threshold=1.0):
+    """exp(-|x_i - x_j|^2 / (2 threshold^2 median)), the median over all squared distances."""
+    X = np.asarray(X, dtype=np.float64)
+    dot = X @ X.T
+    sq = np.diag(dot)
+    dist = np.maximum(sq[:, None] + sq[None, :] - 2 * dot, 0)
+    np.fill_diagonal(dist, 0)
+    return np.exp(-dist / (2 * threshold ** 2 * np.median(dist)))
+
+
+def cka_from_grams(K, L, debiased=False):
+    hsic = hsic_unbiased if debiased else hsic_biased
+    kk, ll = hsic(K, K), hsic(L, L)
+    if kk * ll <= 0:
+        return 0.0
+    return hsic(K, L) / np.sqrt(kk * ll)
