@@ -59,6 +59,11 @@ def unbiased_hsic(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     return (trace + ones_k * ones_l / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * cross) / (n * (n - 3))
 
 
+def default_block(n: int) -> int:
+    """Columns per streamed block: about 64 MB of float32 for n samples."""
+    return max(64, (1 << 24) // max(1, n))
+
+
 class _Columns:
     """Centred column blocks of X, in the compute precision (float32 products keep GEMM speed;
     float64 input stays float64): column means summed in float64, each gathered block centred
@@ -112,8 +117,7 @@ def sample_road_hsic(x: torch.Tensor, S: Subsets, target: torch.Tensor | None, d
                      block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """HSIC(K_k, L), HSIC(K_k, K_k) for every subset k ((K,) float64 each, 0 for empty subsets) and
     HSIC(L, L) (a float64 scalar), with L the target's centred linear Gram (the full X when None)."""
-    n = x.shape[0]
-    block = block or max(64, (1 << 24) // max(1, n))  # about 64 MB of float32 per block
+    block = block or default_block(x.shape[0])
     cols = _Columns(x, block)
     L = cols.full_gram() if target is None else _Columns(target, block).full_gram()
     hsic = unbiased_hsic if debiased else linear_hsic
@@ -165,7 +169,7 @@ def sample_road_rbf_cka(x: torch.Tensor, S: Subsets, target: torch.Tensor | None
     layer's RBF Gram, or ``target_gram`` (any n x n kernel Gram). Squared distances add over
     coordinates, so each subset's distances come from its linear Gram along the chains."""
     n = x.shape[0]
-    block = block or max(64, (1 << 24) // max(1, n))
+    block = block or default_block(n)
     cols = _Columns(x, block)
     if target_gram is not None:
         L = target_gram.to(F64)
