@@ -10,6 +10,7 @@ The numerical core loads with ``import pyred`` (it needs only torch and numpy):
 The image side loads on first use (it imports timm, torchvision and PIL):
   Backbone, datasets, extract_features, FeatureSet -- pretrained timm backbones, datasets,
                                     cached feature extraction
+  layer_cka                      -- CKA between every pair of layers of one or two networks
 The study application (configs, sweeps, results database, report, the ``pyred``
 command) is :mod:`pyred.study`.
 """
@@ -33,6 +34,7 @@ _LAZY = {
     "Backbone": ("pyred.backbones", "Backbone"),
     "FeatureSet": ("pyred.features", "FeatureSet"),
     "extract_features": ("pyred.features", "extract_features"),
+    "layer_cka": ("pyred.layer_cka", "layer_cka"),
     "datasets": ("pyred.datasets", None),
     "study": ("pyred.study", None),
 }
@@ -64,6 +66,7 @@ __all__ = [
     "datasets",
     "draw_subsets",
     "extract_features",
+    "layer_cka",
     "linear_cka",
     "native_info",
     "ops",

@@ -23,7 +23,8 @@ KERNELS = ("linear", "rbf")
 MAX_SAMPLE_GRAM = 32768  # n above this: an n x n float64 Gram would take over 8 GB
 
 
-def linear_cka(X: Any, Y: Any, debiased: bool = False, *, chunk_size: int | None = None) -> float:
+def linear_cka(X: Any, Y: Any, debiased: bool = False, *, chunk_size: int | None = None,
+               route: str = "auto") -> float:
     """Linear CKA between two representations of the same n samples.
 
     Args:
@@ -31,11 +32,31 @@ def linear_cka(X: Any, Y: Any, debiased: bool = False, *, chunk_size: int | None
       debiased: False for the biased HSIC estimator (the paper's, Kornblith et
         al. 2019); True for the unbiased HSIC estimator (Song et al. 2012), n >= 4.
       chunk_size: samples per Gram chunk (default: about 256 MB of float32).
+      route: "features" (d x d, e x e and d x e Grams), "samples" (two n x n
+        Grams -- for wide layers) or "auto" (fewer multiply-adds; "samples"
+        whenever d or e > 65,536).
 
     Returns:
       CKA as a Python float; 0.0 when either side has no variance.
     """
-    return GramStats.from_features(X, Y, debiased=debiased, chunk_size=chunk_size, target_name="Y").cka()
+    route = check.choice(route, "route", ROUTES)
+    if route == "auto":
+        n, d, e = _rows(X), _width(X), _width(Y, "Y")
+        wide = max(d, e) > MAX_GRAM_DIM
+        route = "samples" if wide or (n <= MAX_SAMPLE_GRAM and n * n * (d + e) < n * (d * d + e * e + d * e) / 2) \
+            else "features"
+    if route == "features":
+        return GramStats.from_features(X, Y, debiased=debiased, chunk_size=chunk_size, target_name="Y").cka()
+    d = _width(X)
+    return float(subset_cka(X, Subsets.from_lists([range(d)], d=d), _as_target(X, Y), debiased, route="samples")[0])
+
+
+def _as_target(X: Any, Y: Any) -> Any:
+    """Y with the same number of rows as X, or the precise error named Y."""
+    y, _ = float_matrix(Y, "Y", check_finite=False)
+    if y.shape[0] != _rows(X):
+        raise ValueError(f"Y: expected {_rows(X)} samples (rows) like X, got {y.shape[0]}")
+    return Y
 
 
 def subset_cka(X: Any, subsets: Subsets | Any, target: Any = None, debiased: bool = False, *,
@@ -141,9 +162,9 @@ def _rows(X: Any) -> int:
     return int(shape[0]) if shape is not None and len(shape) == 2 else len(X)
 
 
-def _width(X: Any) -> int:
+def _width(X: Any, name: str = "X") -> int:
     """X's number of columns, for any input ``float_matrix`` accepts (arrays, tensors, nested lists)."""
     shape = getattr(X, "shape", None)
     if shape is None or len(shape) != 2:
-        shape = float_matrix(X, "X", check_finite=False)[0].shape  # raises the precise error if not 2-D
+        shape = float_matrix(X, name, check_finite=False)[0].shape  # raises the precise error if not 2-D
     return int(shape[1])

@@ -324,3 +324,11 @@ def test_rbf_and_route_bad_input(rng):
         pyred.subset_cka(X, [[0]], target_gram=np.eye(20))
     const = np.ones((10, 3))
     assert pyred.subset_cka(const, [[0, 1]], kernel="rbf").tolist() == [0.0]  # no variance: 0, not NaN
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_linear_cka_roads_agree(rng, debiased):
+    X, Y = features(rng, 30, 50), features(rng, 30, 7, mean=-1.0)
+    want = R.cka(X, Y, debiased)
+    for route in ("features", "samples", "auto"):
+        assert pyred.linear_cka(X, Y, debiased, route=route) == pytest.approx(want, rel=1e-9, abs=1e-12), route

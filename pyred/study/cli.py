@@ -25,6 +25,13 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
 
 
+def _names(text: str) -> list[str]:
+    names = [x for x in text.replace(",", " ").split() if x]
+    if not names:
+        raise argparse.ArgumentTypeError("expected module names separated by commas")
+    return names
+
+
 def _select(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--config", help="a configuration id (or a unique prefix; 'pyred runs DIR' lists them)")
@@ -58,12 +65,27 @@ def parser() -> argparse.ArgumentParser:
     _select(ex)
     ru = sub.add_parser("runs", help="list the configurations and runs recorded in a study folder")
     ru.add_argument("dir")
+    ck = sub.add_parser("cka", help="CKA between every pair of layers of one or two networks (a heatmap)")
+    ck.add_argument("model", help="timm model name")
+    ck.add_argument("--model-b", help="a second network (default: the first against itself)")
+    ck.add_argument("--dataset", default="digits", help="dataset name (default digits)")
+    ck.add_argument("--split", default="test", help="split (default test)")
+    ck.add_argument("--layers", type=_names, help="module names, e.g. layer1,layer2 (default: the stage outputs)")
+    ck.add_argument("--layers-b", type=_names, help="module names of the second network")
+    ck.add_argument("--samples", type=int, default=1000, help="images (default 1000)")
+    ck.add_argument("--kernel", default="linear", help="linear (default) or rbf")
+    ck.add_argument("--minibatch", type=int, help="minibatch CKA over minibatches of this size")
+    ck.add_argument("--pool", default="flatten", help="flatten (default), avg or cls")
+    ck.add_argument("--random-init", action="store_true", help="random-init weights instead of pretrained ones")
+    ck.add_argument("--device", help="cpu, cuda, ...")
+    ck.add_argument("--out", default="pyred-cka", help="output folder (default pyred-cka)")
+    ck.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("run", "report", "export", "runs", "-h", "--help"):
+    if not argv or argv[0] not in ("run", "report", "export", "runs", "cka", "-h", "--help"):
         argv = ["run"] + argv
     args = parser().parse_args(argv)
     from .errors import StudyError
@@ -162,7 +184,37 @@ def _runs(args) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "report": _report, "export": _export, "runs": _runs}
+def _cka(args) -> int:
+    import numpy as np
+
+    from .. import datasets
+    from .._files import atomic_write
+    from ..backbones import Backbone
+    from ..layer_cka import layer_cka
+    from .report import layer_cka_heatmap
+
+    bb_a = Backbone(args.model, pretrained=not args.random_init)
+    bb_b = Backbone(args.model_b, pretrained=not args.random_init) if args.model_b else None
+    data = datasets.load(args.dataset, args.split)
+    M, names_a, names_b = layer_cka(bb_a, data, args.layers, bb_b, args.layers_b, samples=args.samples,
+                                    kernel=args.kernel, minibatch=args.minibatch, pool=args.pool, device=args.device,
+                                    progress=not args.quiet)
+    os.makedirs(args.out, exist_ok=True)
+    with atomic_write(os.path.join(args.out, "layer_cka.npy"), "wb") as f:
+        np.save(f, M.numpy())
+    with atomic_write(os.path.join(args.out, "layer_cka.csv")) as f:
+        f.write("layer," + ",".join(names_b) + "\n")
+        for name, row in zip(names_a, M.tolist()):
+            f.write(name + "," + ",".join(f"{v:.6f}" for v in row) + "\n")
+    kind = "minibatch " if args.minibatch else ""
+    title = f"{kind}{args.kernel} CKA: {args.model} x {args.model_b or args.model} ({args.dataset}/{args.split}, " \
+            f"{min(args.samples, len(data))} images)"
+    png = layer_cka_heatmap(M.numpy(), names_a, names_b, os.path.join(args.out, "layer_cka.png"), title)
+    print(f"pyred: wrote {os.path.join(args.out, 'layer_cka.csv')}, layer_cka.npy and {png}")
+    return 0
+
+
+COMMANDS = {"run": _run, "report": _report, "export": _export, "runs": _runs, "cka": _cka}
 
 
 if __name__ == "__main__":

@@ -200,3 +200,26 @@ def _plots(plt, out: str, c: dict, prefix: str, written: list) -> list[str]:
         fig.colorbar(im, ax=ax)
         heatmaps.append((_label(g), save(fig, f"class_heatmap_{i}.png")))
     return ["### Plots", ""] + [f"![{n}]({n})" for n in names] + [f"![{t}]({n})" for t, n in heatmaps] + [""]
+
+
+def layer_cka_heatmap(matrix, names_a: list, names_b: list, path: str, title: str) -> str:
+    """A layer x layer CKA heatmap (PNG, written atomically). Returns the path."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise StudyError("the heatmap needs matplotlib: pip install 'pyred[demo]' (or matplotlib)") from exc
+    M = np.asarray(matrix, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * len(names_b), 1.0 + 0.4 * len(names_a)))
+    im = ax.imshow(M, cmap="magma", vmin=0, vmax=1, origin="lower")
+    ax.set_xticks(range(len(names_b)), names_b, rotation=60, fontsize=7)
+    ax.set_yticks(range(len(names_a)), names_a, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, dpi=110, format="png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,172 @@
+"""CKA between every pair of named layers of one or two networks: the classic layer x layer map.
+
+One forward pass per batch feeds every layer of a network (forward hooks), so
+the cost is one pass over the samples per network whatever the number of
+layers. Layers are flattened (``pool="flatten"``, the usual choice for CKA
+maps) or pooled. Full-batch: each layer's centred n x n Gram (linear, or RBF by
+the median rule), then every pair is one inner product of Grams. Minibatch
+(``minibatch=B``): Nguyen et al.'s estimator, unbiased HSIC per minibatch summed
+over minibatches, for any number of samples.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Sequence
+
+import torch
+
+from . import _checks as check
+from .gram import _ratio
+from .sample_gram import centred, rbf_gram, unbiased_hsic
+
+F64 = torch.float64
+KERNELS = ("linear", "rbf")
+
+
+def default_layers(backbone) -> list[str]:
+    """The model's stage outputs from timm's feature_info (e.g. resnet: act1, layer1..layer4), else its
+    top-level children."""
+    info = getattr(backbone.model, "feature_info", None)
+    names = [f["module"] for f in info] if isinstance(info, (list, tuple)) and info and isinstance(info[0], dict) \
+        else None
+    if not names and hasattr(info, "module_name"):
+        names = list(info.module_name())
+    return names or [n for n, _ in backbone.model.named_children()]
+
+
+def _modules(backbone, layers: Sequence[str] | None, name: str) -> list[tuple[str, torch.nn.Module]]:
+    layers = default_layers(backbone) if layers is None else list(layers)
+    if not layers:
+        raise ValueError(f"{name}: expected at least one layer name")
+    known = dict(backbone.model.named_modules())
+    out = []
+    for layer in layers:
+        if not isinstance(layer, str) or layer not in known:
+            close = difflib.get_close_matches(str(layer), [k for k in known if k], n=5, cutoff=0.5)
+            raise ValueError(f"{name}: {layer!r} is not a module of {backbone.name}; close names: {close}")
+        out.append((layer, known[layer]))
+    return out
+
+
+class _Taps:
+    """Forward hooks that keep the outputs of some modules, flattened or pooled, for one forward pass."""
+
+    def __init__(self, modules, pool: str):
+        from .backbones import pool_output
+
+        self.out: dict[str, torch.Tensor] = {}
+        self.handles = []
+        for name, module in modules:
+            def hook(mod, inputs, output, name=name):
+                o = output[0] if isinstance(output, (tuple, list)) else output
+                self.out[name] = pool_output(o, pool).float()
+
+            self.handles.append(module.register_forward_hook(hook))
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+
+
+def _grams(feats: dict[str, torch.Tensor], names: list[str], kernel: str, sigma: float) -> list[torch.Tensor]:
+    out = []
+    for name in names:
+        z = feats[name].to(F64)
+        z = z - z.mean(0)
+        K = z @ z.T
+        if kernel == "rbf":
+            K = rbf_gram(K, sigma)
+            K = torch.zeros_like(z @ z.T) if K is None else K
+        out.append(K)
+    return out
+
+
+def layer_cka(backbone_a, dataset, layers_a: Sequence[str] | None = None, backbone_b=None,
+              layers_b: Sequence[str] | None = None, *, samples: int = 1000, kernel: str = "linear",
+              sigma: float = 0.8, minibatch: int | None = None, pool: str = "flatten", batch_size: int = 64,
+              device: Any = None, progress: bool = True) -> tuple[torch.Tensor, list[str], list[str]]:
+    """CKA between every layer of ``backbone_a`` and every layer of ``backbone_b`` (the same network by default).
+
+    Args:
+      backbone_a, backbone_b: :class:`pyred.Backbone` s (their eval transforms are applied).
+      dataset: a :class:`pyred.datasets.LabeledImages`; its first ``samples`` images are used.
+      layers_a, layers_b: module names (default: the stage outputs of timm's feature_info).
+      kernel: "linear" or "rbf" (bandwidth ``sigma`` x the median distance).
+      minibatch: None for full-batch CKA over all samples (each layer's n x n Gram is kept:
+        O(L n^2) memory); an integer >= 4 for minibatch CKA over minibatches of that size.
+      pool: "flatten" (default), "avg" or "cls" for each layer's output.
+      batch_size: images per forward pass (full-batch mode).
+
+    Returns:
+      (matrix (L_a, L_b) float64 CPU tensor, names_a, names_b).
+    """
+    from .progress import progress_bar
+
+    kernel = check.choice(kernel, "kernel", KERNELS)
+    sigma = check.number(sigma, "sigma", min=0, min_exclusive=True)
+    samples = check.integer(samples, "samples", min=4)
+    minibatch = check.optional_integer(minibatch, "minibatch", min=4)
+    batch_size = check.integer(batch_size, "batch_size", min=1)
+    check.choice(pool, "pool", ("flatten", "avg", "cls"))
+    same = backbone_b is None
+    backbone_b = backbone_a if same else backbone_b
+    mods_a = _modules(backbone_a, layers_a, "layers_a")
+    mods_b = mods_a if same and layers_b is None else _modules(backbone_b, layers_b, "layers_b")
+    names_a, names_b = [n for n, _ in mods_a], [n for n, _ in mods_b]
+    dev = torch.device(device) if device is not None else next(backbone_a.parameters()).device
+    n = min(samples, len(dataset))
+    if n < 4:
+        raise ValueError(f"dataset: layer CKA needs at least 4 samples, got {n}")
+    step = minibatch or batch_size
+    nets = [(backbone_a, mods_a)] if same else [(backbone_a, mods_a), (backbone_b, mods_b)]
+    loaders = [torch.utils.data.DataLoader(torch.utils.data.Subset(dataset.with_transform(bb.transform()), range(n)),
+                                           batch_size=step, shuffle=False) for bb, _ in nets]
+    taps = [_Taps(mods, pool) for _, mods in nets]
+    for bb, _ in nets:
+        bb.to(dev).eval()
+    A = len(names_a)
+    kl = torch.zeros(A, len(names_b), dtype=F64)
+    ka = torch.zeros(A, dtype=F64)
+    kb = torch.zeros(len(names_b), dtype=F64)
+    kept: dict[str, list] = {}
+    try:
+        with torch.inference_mode():
+            bar = progress_bar(zip(*loaders), progress, total=len(loaders[0]), desc="layer CKA", unit="batch")
+            for batches in bar:
+                for (bb, _), tap, (images, _) in zip(nets, taps, batches):
+                    tap.out.clear()
+                    bb.model(images.to(dev))
+                feats_a = {k: v.cpu() for k, v in taps[0].out.items()}
+                feats_b = feats_a if same else {k: v.cpu() for k, v in taps[-1].out.items()}
+                if minibatch is None:
+                    for k, v in feats_a.items():
+                        kept.setdefault(("a", k), []).append(v)
+                    if not same:
+                        for k, v in feats_b.items():
+                            kept.setdefault(("b", k), []).append(v)
+                    continue
+                if images.shape[0] < 4:
+                    continue  # a last minibatch too small for the unbiased HSIC is left out
+                Ga, Gb = _grams(feats_a, names_a, kernel, sigma), _grams(feats_b, names_b, kernel, sigma)
+                for i, Ki in enumerate(Ga):
+                    ka[i] += unbiased_hsic(Ki, Ki)
+                    for j, Lj in enumerate(Gb):
+                        kl[i, j] += unbiased_hsic(Ki, Lj)
+                for j, Lj in enumerate(Gb):
+                    kb[j] += unbiased_hsic(Lj, Lj)
+    finally:
+        for tap in taps:
+            tap.close()
+    if minibatch is None:
+        fa = {k: torch.cat(kept[("a", k)]) for k in names_a}
+        fb = fa if same else {k: torch.cat(kept[("b", k)]) for k in names_b}
+        Ga = [centred(G) for G in _grams(fa, names_a, kernel, sigma)]
+        Gb = Ga if same and names_b == names_a else [centred(G) for G in _grams(fb, names_b, kernel, sigma)]
+        for i, Ki in enumerate(Ga):
+            ka[i] = (Ki * Ki).sum()
+            for j, Lj in enumerate(Gb):
+                kl[i, j] = (Ki * Lj).sum()
+        for j, Lj in enumerate(Gb):
+            kb[j] = (Lj * Lj).sum()
+    return _ratio(kl, ka[:, None], kb[None, :]), names_a, names_b
