@@ -85,7 +85,8 @@ def _grams(feats: dict[str, torch.Tensor], names: list[str], kernel: str, sigma:
 def layer_cka(backbone_a, dataset, layers_a: Sequence[str] | None = None, backbone_b=None,
               layers_b: Sequence[str] | None = None, *, samples: int = 1000, kernel: str = "linear",
               sigma: float = 0.8, minibatch: int | None = None, pool: str = "flatten", batch_size: int = 64,
-              device: Any = None, progress: bool = True) -> tuple[torch.Tensor, list[str], list[str]]:
+              transform: Any = "backbone", device: Any = None,
+              progress: bool = True) -> tuple[torch.Tensor, list[str], list[str]]:
     """CKA between every layer of ``backbone_a`` and every layer of ``backbone_b`` (the same network by default).
 
     Args:
@@ -97,6 +98,7 @@ def layer_cka(backbone_a, dataset, layers_a: Sequence[str] | None = None, backbo
         O(L n^2) memory); an integer >= 4 for minibatch CKA over minibatches of that size.
       pool: "flatten" (default), "avg" or "cls" for each layer's output.
       batch_size: images per forward pass (full-batch mode).
+      transform: "backbone" (each network's eval transform) or a callable applied to every image.
 
     Returns:
       (matrix (L_a, L_b) float64 CPU tensor, names_a, names_b).
@@ -120,8 +122,11 @@ def layer_cka(backbone_a, dataset, layers_a: Sequence[str] | None = None, backbo
         raise ValueError(f"dataset: layer CKA needs at least 4 samples, got {n}")
     step = minibatch or batch_size
     nets = [(backbone_a, mods_a)] if same else [(backbone_a, mods_a), (backbone_b, mods_b)]
-    loaders = [torch.utils.data.DataLoader(torch.utils.data.Subset(dataset.with_transform(bb.transform()), range(n)),
-                                           batch_size=step, shuffle=False) for bb, _ in nets]
+    if not (transform == "backbone" or callable(transform)):
+        raise TypeError(f"transform: expected 'backbone' or a callable, got {transform!r}")
+    loaders = [torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset.with_transform(bb.transform() if transform == "backbone" else transform),
+                                range(n)), batch_size=step, shuffle=False) for bb, _ in nets]
     taps = [_Taps(mods, pool) for _, mods in nets]
     for bb, _ in nets:
         bb.to(dev).eval()
