@@ -148,18 +148,37 @@ def gram_loop(X: torch.Tensor, subsets: pyred.Subsets, reuse_target: bool) -> to
     return out
 
 
-@pytest.mark.parametrize("impl", ["pyred", "per-subset Gram loop", "per-pair Gram loop"])
+def pytorch_cka_batched(X: torch.Tensor, subsets: pyred.Subsets) -> torch.Tensor:
+    """pytorch-cka (PyPI) batched unbiased HSIC: every non-empty subset's Gram stacked, against X's."""
+    cka = pytest.importorskip("cka.cka")
+    S = subsets.to(X.device)
+    keep = [k for k in range(len(S)) if int(S.sizes[k]) > 0]
+    out = torch.zeros(len(S), dtype=torch.float64)
+    vals = cka.cka_from_features([X[:, S[k]] for k in keep], X).reshape(-1)
+    out[keep] = vals.double().cpu()
+    return out
+
+
+@pytest.mark.parametrize("impl", ["pyred", "per-subset Gram loop", "per-pair Gram loop", "pyred (debiased)",
+                                  "pytorch-cka (unbiased HSIC, batched)"])
 def test_subset_cka_wide_layer(timed, X_wide, impl):
     from conftest import OUTPUTS
 
     group = f"subset CKA, wide layer n={N_WIDE}, d={D_WIDE}, K={len(WIDE_GRID)}"
     fns = {"pyred": lambda: pyred.subset_cka(X_wide, WIDE_GRID),
            "per-subset Gram loop": lambda: gram_loop(X_wide, WIDE_GRID, True),
-           "per-pair Gram loop": lambda: gram_loop(X_wide, WIDE_GRID, False)}
-    got = timed(group, impl, fns[impl], rounds=2 if impl == "pyred" else 1)
+           "per-pair Gram loop": lambda: gram_loop(X_wide, WIDE_GRID, False),
+           "pyred (debiased)": lambda: pyred.subset_cka(X_wide, WIDE_GRID, debiased=True),
+           "pytorch-cka (unbiased HSIC, batched)": lambda: pytorch_cka_batched(X_wide, WIDE_GRID)}
+    if impl.startswith("pytorch-cka"):
+        pytest.importorskip("cka.cka")
+    got = timed(group, impl, fns[impl], rounds=2 if impl.startswith("pyred") else 1)
     OUTPUTS[(group, impl)] = got
-    if impl != "pyred" and (group, "pyred") in OUTPUTS:
-        torch.testing.assert_close(got.cpu(), OUTPUTS[(group, "pyred")].cpu(), rtol=2e-4, atol=1e-6)
+    ref = "pyred (debiased)" if impl.startswith("pytorch-cka") else "pyred"
+    if impl != ref and not impl.startswith("pyred") and (group, ref) in OUTPUTS:
+        # pytorch-cka clamps to [0, 1] and computes in float32
+        want = OUTPUTS[(group, ref)].cpu().clamp(0, 1)
+        torch.testing.assert_close(got.cpu(), want, rtol=2e-3, atol=1e-4)
 
 
 # -- RBF kernel ----------------------------------------------------------------------------------
@@ -191,15 +210,28 @@ def rbf_loop(X: torch.Tensor, subsets: pyred.Subsets, sigma: float = 0.8) -> tor
     return out
 
 
-@pytest.mark.parametrize("impl", ["pyred", "per-subset loop"])
+def ckatorch_loop(X: torch.Tensor, subsets: pyred.Subsets, sigma: float = 0.8) -> torch.Tensor:
+    """ckatorch (PyPI) cka_base(kernel="rbf") one subset at a time, as its users would call it."""
+    core = pytest.importorskip("ckatorch.core")
+    out = torch.zeros(len(subsets), dtype=torch.float64)
+    for k, idx in enumerate(subsets.to(X.device)):
+        if idx.numel():
+            out[k] = float(core.cka_base(X[:, idx], X, kernel="rbf", threshold=sigma))
+    return out
+
+
+@pytest.mark.parametrize("impl", ["pyred", "per-subset loop", "ckatorch cka_base per subset"])
 def test_subset_cka_rbf(timed, X, impl):
     from conftest import OUTPUTS
 
     Xr = X[:N_RBF]
     group = f"subset CKA, RBF kernel, n={N_RBF}, d={D}, K={len(RBF_GRID)}"
-    fn = (lambda: pyred.subset_cka(Xr, RBF_GRID, kernel="rbf")) if impl == "pyred" else \
-        (lambda: rbf_loop(Xr, RBF_GRID))
-    got = timed(group, impl, fn, rounds=2)
+    if impl.startswith("ckatorch"):
+        pytest.importorskip("ckatorch.core")
+    fn = {"pyred": lambda: pyred.subset_cka(Xr, RBF_GRID, kernel="rbf"),
+          "per-subset loop": lambda: rbf_loop(Xr, RBF_GRID),
+          "ckatorch cka_base per subset": lambda: ckatorch_loop(Xr, RBF_GRID)}[impl]
+    got = timed(group, impl, fn, rounds=2 if impl == "pyred" else 1)
     OUTPUTS[(group, impl)] = got
     if impl != "pyred" and (group, "pyred") in OUTPUTS:
         torch.testing.assert_close(got.cpu(), OUTPUTS[(group, "pyred")].cpu(), rtol=1e-4, atol=1e-6)
