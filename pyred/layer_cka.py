@@ -121,7 +121,8 @@ def layer_cka(backbone_a, dataset, layers_a: Sequence[str] | None = None, backbo
     if n < 4:
         raise ValueError(f"dataset: layer CKA needs at least 4 samples, got {n}")
     step = minibatch or batch_size
-    nets = [(backbone_a, mods_a)] if same else [(backbone_a, mods_a), (backbone_b, mods_b)]
+    # One network: one pass hooks the layers of both lists.
+    nets = [(backbone_a, list(dict(mods_a + mods_b).items()))] if same else [(backbone_a, mods_a), (backbone_b, mods_b)]
     if not (transform == "backbone" or callable(transform)):
         raise TypeError(f"transform: expected 'backbone' or a callable, got {transform!r}")
     loaders = [torch.utils.data.DataLoader(
@@ -164,8 +165,8 @@ def layer_cka(backbone_a, dataset, layers_a: Sequence[str] | None = None, backbo
         for tap in taps:
             tap.close()
     if minibatch is None:
-        fa = {k: torch.cat(kept[("a", k)]) for k in names_a}
-        fb = fa if same else {k: torch.cat(kept[("b", k)]) for k in names_b}
+        fa = {k: torch.cat(v) for (side, k), v in kept.items() if side == "a"}
+        fb = fa if same else {k: torch.cat(v) for (side, k), v in kept.items() if side == "b"}
         Ga = [centred(G) for G in _grams(fa, names_a, kernel, sigma)]
         Gb = Ga if same and names_b == names_a else [centred(G) for G in _grams(fb, names_b, kernel, sigma)]
         for i, Ki in enumerate(Ga):

@@ -48,6 +48,8 @@ def test_two_networks_and_bad_layers(net_and_data):
                               progress=False)
     assert M.shape == (2, 1) and a == ["layer1", "layer4"] and b == ["layer2"]
     assert bool(((M >= 0) & (M <= 1 + 1e-9)).all())
+    M2, a2, b2 = pyred.layer_cka(bb, data, ["layer1"], None, ["layer2", "layer1"], samples=12, progress=False)
+    assert M2.shape == (1, 2) and b2 == ["layer2", "layer1"] and float(M2[0, 1]) == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"layers_a: 'layer9' is not a module of resnet18; close names: \['layer"):
         pyred.layer_cka(bb, data, ["layer9"], samples=8, progress=False)
     with pytest.raises(ValueError, match="kernel: expected one of"):
