@@ -241,19 +241,7 @@ class GramStats:
         A NaN/Inf in the chunk raises ValueError naming its row and column, and
         leaves the statistics as they were.
         """
-        xt, kind = float_matrix(x, "x", check_finite=False)
-        if xt.shape[1] != self.dim:
-            raise ValueError(f"x: expected {self.dim} features per sample, got {xt.shape[1]}")
-        yt = None
-        if self.target_dim is not None:
-            if y is None:
-                raise ValueError("y: this GramStats has a target (target_dim set); pass update(x, y)")
-            yt, _ = float_matrix(y, "y", check_finite=False)
-            if yt.shape != (xt.shape[0], self.target_dim):
-                raise ValueError(f"y: expected shape ({xt.shape[0]}, {self.target_dim}) to match x, "
-                                 f"got {tuple(yt.shape)}")
-        elif y is not None:
-            raise ValueError("y: this GramStats has no target; create it with target_dim=e to pass y")
+        xt, kind, yt = paired_chunk(x, y, self.dim, self.target_dim, "GramStats", check_finite=False)
         return self._feed(xt, yt, kind, check_finite)
 
     def _feed(self, xt, yt, kind, check_finite: bool) -> "GramStats":
@@ -436,6 +424,25 @@ class GramStats:
         hsic_xx = _hsic(T["W"].sum(), self._scaled_moments().P.sum() if deb else None, c_sum, c_sum, n, deb)
         hsic_xt = _hsic(T["t"].sum(), T["q"].sum() if deb else None, c_sum, T["su_t"], n, deb)
         return float(_finite(_ratio(hsic_xt, hsic_xx, T["hsic_tt"]), "linear_cka"))
+
+
+def paired_chunk(x: Any, y: Any, dim: int | None, target_dim: int | None, owner: str,
+                 check_finite: bool) -> tuple[torch.Tensor, str, torch.Tensor | None]:
+    """(x, its kind, y) of a chunk fed to a streaming accumulator ``owner``: x (b, dim) -- any width
+    when dim is None -- and y (b, target_dim) exactly when the accumulator has a target."""
+    xt, kind = float_matrix(x, "x", check_finite=check_finite)
+    if dim is not None and xt.shape[1] != dim:
+        raise ValueError(f"x: expected {dim} features per sample, got {xt.shape[1]}")
+    yt = None
+    if target_dim is not None:
+        if y is None:
+            raise ValueError(f"y: this {owner} has a target (target_dim set); pass update(x, y)")
+        yt, _ = float_matrix(y, "y", check_finite=check_finite)
+        if yt.shape != (xt.shape[0], target_dim):
+            raise ValueError(f"y: expected shape ({xt.shape[0]}, {target_dim}) to match x, got {tuple(yt.shape)}")
+    elif y is not None:
+        raise ValueError(f"y: this {owner} has no target; create it with target_dim=e to pass y")
+    return xt, kind, yt
 
 
 def _column_means(t: torch.Tensor, check_as: str | None) -> torch.Tensor:

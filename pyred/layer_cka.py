@@ -77,7 +77,7 @@ def _grams(feats: dict[str, torch.Tensor], names: list[str], kernel: str, sigma:
         K = z @ z.T
         if kernel == "rbf":
             K = rbf_gram(K, sigma)
-            K = torch.zeros_like(z @ z.T) if K is None else K
+            K = torch.zeros(z.shape[0], z.shape[0], dtype=F64) if K is None else K  # no variance: CKA 0
         out.append(K)
     return out
 

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from . import _checks as check
-from .ops.arrays import float_matrix, from_torch
+from .gram import _finite, _ratio, paired_chunk
+from .ops.arrays import from_torch
 from .sample_gram import sample_road_hsic
 from .subsets import Subsets, as_subsets
 
@@ -62,21 +63,10 @@ class MinibatchCKA:
 
     def update(self, x: Any, y: Any = None) -> "MinibatchCKA":
         """Adds samples: x (b, d) and, with a target, y (b, target_dim). Returns self."""
-        xt, kind = float_matrix(x, "x")
+        xt, kind, yt = paired_chunk(x, y, self._dim, self.target_dim, "MinibatchCKA", check_finite=True)
         if self._dim is None:
             self._dim, self._kind = xt.shape[1], kind
             self.subsets = as_subsets(self.subsets, self._dim)
-        elif xt.shape[1] != self._dim:
-            raise ValueError(f"x: expected {self._dim} features per sample, got {xt.shape[1]}")
-        yt = None
-        if self.target_dim is not None:
-            if y is None:
-                raise ValueError("y: this MinibatchCKA has a target (target_dim set); pass update(x, y)")
-            yt, _ = float_matrix(y, "y")
-            if yt.shape != (xt.shape[0], self.target_dim):
-                raise ValueError(f"y: expected shape ({xt.shape[0]}, {self.target_dim}), got {tuple(yt.shape)}")
-        elif y is not None:
-            raise ValueError("y: this MinibatchCKA has no target; create it with target_dim=e to pass y")
         if self.batch_size is None:
             self._add(xt, yt)
             return self
@@ -120,6 +110,4 @@ class MinibatchCKA:
             self._add(bx, by)
         if self._kl is None:
             raise ValueError("MinibatchCKA: no minibatch yet; call update() with at least 4 samples")
-        from .gram import _finite, _ratio
-
         return from_torch(_finite(_ratio(self._kl, self._kk, self._ll), "MinibatchCKA"), self._kind)
