@@ -4,6 +4,8 @@ The numerical core loads with ``import pyred`` (it needs only torch and numpy):
   draw_subsets, Subsets          -- neuron subsets (the paper's sampler, or your own lists)
   linear_cka, subset_cka, subset_pair_cka, GramStats, Moments, MinibatchCKA -- batched CKA
   train_probes, ProbeResult, ProbeEvaluation -- K linear probes on K subsets, trained at once
+  FeatureStream                  -- augmented images through a backbone, batch by batch (the paper's
+                                    online probe training; imports torchvision when iterated)
   pyred.ops                      -- the kernels (gathered_block_sums, segment_sums, gathered_linear, ...)
   native_info                    -- which native modules loaded
 
@@ -26,6 +28,7 @@ from .cka import linear_cka, subset_cka, subset_pair_cka
 from .gram import GramStats, Moments
 from .minibatch import MinibatchCKA
 from .probes import ProbeEvaluation, ProbeResult, train_probes
+from .stream import FeatureStream
 from .subsets import Subsets, draw_subsets
 from . import ops
 
@@ -57,6 +60,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "Backbone",
     "FeatureSet",
+    "FeatureStream",
     "GramStats",
     "MinibatchCKA",
     "Moments",

@@ -30,6 +30,7 @@ from . import _checks as check
 from ._files import atomic_path, digest, remove, sha256_file, write_json, write_npy
 from ._version import __version__
 from .progress import progress_bar
+from .transforms import SeededImages
 
 CACHE_FORMAT = 1
 
@@ -49,11 +50,28 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.y)
 
+    @property
+    def images(self) -> int:
+        """How many distinct images the rows come from (rows / views)."""
+        return int(self.metadata.get("images", len(self.y)))
+
+    @property
+    def view(self) -> np.ndarray:
+        """(n,) int64: which augmented view of its image each row is (all 0 without ``views``)."""
+        return np.arange(len(self.y), dtype=np.int64) // max(1, self.images)
+
+    @property
+    def image_index(self) -> np.ndarray:
+        """(n,) int64: which image of the dataset each row comes from."""
+        return np.arange(len(self.y), dtype=np.int64) % max(1, self.images)
+
 
 def extract_features(backbone, dataset, *, batch_size: int | None = None, device: Any = None, num_workers: int = 0,
                      amp: bool = False, cache_dir: str | os.PathLike | None = None,
                      transform: Callable | str | None = "backbone", transform_id: str | None = None,
-                     chunk_size: int = 4096, progress: bool = True) -> FeatureSet:
+                     chunk_size: int = 4096, progress: bool = True, augment: str | Callable | None = None,
+                     views: int = 1, seed: int = 0, image_size: int = 224,
+                     normalization: Any = "model") -> FeatureSet:
     """Features of every image of ``dataset`` under ``backbone``.
 
     Args:
@@ -76,6 +94,17 @@ def extract_features(backbone, dataset, *, batch_size: int | None = None, device
         callable transform, since pyred cannot tell two functions apart safely.
       chunk_size: samples per cache chunk (the unit of resumption).
       progress: show a tqdm progress bar.
+      augment: None (clean images through ``transform``), or "paper" (the paper's
+        training augmentation at ``image_size``, normalised by ``normalization``:
+        see :mod:`pyred.transforms`) or a callable augmentation (with ``transform_id``
+        to cache) -- then ``transform`` is not used, and ``views`` augmented views of
+        every image are computed: the cheap approximation of the paper's online
+        protocol (:class:`pyred.FeatureStream`). View v of image i is augmented under
+        a seed fixed by (seed, v, i): the augmentations a FeatureStream with this
+        seed draws in epoch v.
+      views: V >= 1 augmented views per image (needs ``augment``); the FeatureSet
+        has V n rows, view-major (``.view``, ``.image_index`` say which is which).
+      seed, image_size, normalization: for ``augment`` (see FeatureStream).
 
     Returns:
       :class:`FeatureSet`; ``metadata["cache"]`` says "hit", "computed" or
@@ -87,8 +116,18 @@ def extract_features(backbone, dataset, *, batch_size: int | None = None, device
         if not hasattr(dataset, attr):
             raise TypeError(f"dataset: expected a pyred.datasets.LabeledImages (missing .{attr}); "
                             "build one with pyred.datasets.load(...)")
-    transform, tid = _resolve_transform(backbone, transform, transform_id, cache_dir is not None)
-    data = dataset.with_transform(transform) if hasattr(dataset, "with_transform") else dataset
+    views = check.integer(views, "views", min=1)
+    seed = check.integer(seed, "seed", min=0)
+    image_size = check.integer(image_size, "image_size", min=1)
+    if augment is None:
+        if views > 1:
+            raise ValueError(f"views: {views} views of clean images would all be the same; pass augment='paper' "
+                             "(or a callable) for augmented views")
+        transform, tid = _resolve_transform(backbone, transform, transform_id, cache_dir is not None)
+        data = dataset.with_transform(transform) if hasattr(dataset, "with_transform") else dataset
+    else:
+        tid = _augment_id(backbone, augment, transform_id, image_size, normalization, cache_dir is not None)
+        data = SeededImages(dataset, _augment_transform(backbone, augment, image_size, normalization), seed, views)
     dev = torch.device(device) if device is not None else next(backbone.parameters()).device
     backbone = backbone.to(dev).eval()
     if batch_size is None:
@@ -108,12 +147,14 @@ def extract_features(backbone, dataset, *, batch_size: int | None = None, device
         "amp": bool(amp),
         "pyred": __version__,
     }
+    if augment is not None:  # (absent otherwise: clean extractions keep their cache keys)
+        meta.update(views=views, augment_seed=seed, images=len(dataset), n=len(data))
     key = digest(meta, 20)
     run = _Runner(backbone, data, batch_size, dev, num_workers, amp, progress)
     classes = list(dataset.classes)
     if cache_dir is None:
         X = run.features(0, len(data), desc=f"features {meta['model']} {dataset.describe()}")
-        return FeatureSet(X, np.asarray(dataset.targets, dtype=np.int64), classes, {**meta, "cache": "none"}, None)
+        return FeatureSet(X, np.asarray(data.targets, dtype=np.int64), classes, {**meta, "cache": "none"}, None)
     folder = os.path.join(os.path.expanduser(os.fspath(cache_dir)), _slug(f"{meta['model']}-{dataset.name}-{dataset.split}"), key)
     os.makedirs(folder, exist_ok=True)
     cached = _load_complete(folder)
@@ -151,6 +192,32 @@ def _resolve_transform(backbone, transform, transform_id, caching: bool):
     return transform, "custom:" + transform_id
 
 
+def _augment_transform(backbone, augment, image_size, normalization):
+    from .transforms import normalization as norm, train_transform
+
+    if callable(augment) and not isinstance(augment, str):
+        return augment
+    if augment != "paper":
+        raise TypeError(f"augment: expected 'paper', None or a callable augmentation, got {augment!r}")
+    mean, std = norm(backbone, normalization)
+    return train_transform(image_size, mean, std)
+
+
+def _augment_id(backbone, augment, transform_id, image_size, normalization, caching: bool) -> str:
+    from .transforms import describe, normalization as norm
+
+    if augment == "paper":
+        return describe("paper", image_size, *norm(backbone, normalization))
+    if not callable(augment) or isinstance(augment, str):
+        raise TypeError(f"augment: expected 'paper', None or a callable augmentation, got {augment!r}")
+    if transform_id is None:
+        if caching:
+            raise ValueError("transform_id: a custom augmentation cannot be identified safely; pass "
+                             "transform_id='...' naming it to cache its views, or cache_dir=None")
+        return "custom augment: unidentified"
+    return "custom augment:" + check.string(transform_id, "transform_id")
+
+
 class _Runner:
     def __init__(self, backbone, data, batch_size, device, num_workers, amp, progress):
         self.backbone, self.data, self.batch_size = backbone, data, batch_size
@@ -169,7 +236,9 @@ class _Runner:
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=self.amp):
             for images, _ in loader:
-                out = self.backbone(images.to(self.device, non_blocking=True))
+                images = images.to(self.device, non_blocking=True)
+                dtype_in = next((p.dtype for p in self.backbone.parameters()), images.dtype)
+                out = self.backbone(images.to(dtype_in) if images.is_floating_point() else images)
                 parts.append(out.float().cpu().numpy())
                 bar.update(len(images))
         if own_bar:

@@ -187,3 +187,16 @@ def test_layout_rule_follows_the_cpu_simd_level(monkeypatch):
     for simd, want in [("avx512f", "gathered"), ("avx2", "masked"), ("baseline", "masked"), (None, "masked")]:
         monkeypatch.setattr(_native, "cpu_simd", lambda s=simd: s)
         assert layouts.choose_layout(S, 100, torch.device("cpu")) == want, simd
+
+
+def test_epochs_alone_scales_the_lr_step():
+    """--epochs N alone used to leave StepLR at 20: with 10 epochs the rate never decayed."""
+    from pyred.probes.sgd import SGDOptions
+
+    assert SGDOptions().lr_step == 20 and SGDOptions(epochs=50).lr_step == 10
+    assert SGDOptions(epochs=10).lr_step == 2 and SGDOptions(epochs=2).lr_step == 1
+    assert SGDOptions(epochs=10, lr_step=7).lr_step == 7
+    with pytest.raises(ValueError, match="epochs"):
+        SGDOptions(epochs=0)
+    res = pyred.train_probes(np.eye(4).repeat(5, 0), np.arange(4).repeat(5), [[0, 1]], epochs=4, progress=False)
+    assert res.options["lr_step"] == 1

@@ -8,11 +8,16 @@ from .. import _checks as check
 from ..ops.reductions import _check_backend
 from ..subsets import Subsets, as_subsets
 from . import lbfgs, ridge, sgd
+from ..stream import is_stream
 from .data import prepare
 from .recipe import Recipe
 from .result import ProbeEvaluation, ProbeResult
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (sgd.RECIPE, lbfgs.RECIPE, ridge.RECIPE)}
+
+
+def is_feature_set(x: Any) -> bool:
+    return type(x).__name__ == "FeatureSet" and hasattr(x, "image_index")
 
 
 def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: str = "sgd", X_val: Any = None,
@@ -22,7 +27,13 @@ def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: 
 
     Args:
       X_train: (n, d) float features (torch CPU/CUDA, numpy or cupy); y_train:
-        (n,) integer labels in [0, num_classes).
+        (n,) integer labels in [0, num_classes). Or a :class:`pyred.FeatureStream`
+        with ``y_train=None`` ("sgd" only): every epoch is one pass over the stream
+        (augmented images through the backbone, one forward per batch for all K
+        heads), in the stream's order and batch size. Or a
+        :class:`pyred.FeatureSet` with ``y_train=None`` (e.g. V augmented views per
+        image from ``extract_features(..., views=V)``); its 90/10 split, when no
+        validation set is given, keeps each image's views on one side.
       subsets: K subsets of [0, d) (:func:`pyred.draw_subsets` or index lists);
         head k reads only ``X[:, subsets[k]]``. An empty subset is a bias-only probe.
       recipe: "sgd" (the paper's: cross-entropy, SGD lr 0.1, momentum 0.9,
@@ -30,8 +41,10 @@ def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: 
         validation every 5 epochs and best-validation selection per head);
         "lbfgs" (full-batch multinomial logistic regression, scikit-learn's C);
         "ridge" (closed-form ridge to one-hot targets, alpha per head on validation).
-      X_val, y_val: validation data; when absent, "sgd" and "ridge" split off a
-        fixed-seed 10 % of the training set (the reference code's 90/10 split).
+      X_val, y_val: validation data (arrays, or a FeatureStream as X_val with
+        y_val=None: one clean pass, features computed once); when absent, "sgd"
+        and "ridge" split off a fixed-seed 10 % of the training set (the
+        reference code's 90/10 split; for a stream, 10 % of its images, validated clean).
       num_classes: C; max label + 1 when None.
       seed: "sgd": the minibatch order's seed; head k is initialised as
         ``torch.nn.Linear(m_k, C)`` under seed + k (or ``init_seeds[k]``).
@@ -39,7 +52,8 @@ def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: 
       progress: show a progress bar (tqdm).
       backend: "auto", "native" or "torch" for the gathered kernels.
       **recipe_options: "sgd": epochs=100, lr=0.1, momentum=0.9,
-        weight_decay=5e-4, batch_size=256, lr_step=20, lr_gamma=0.1,
+        weight_decay=5e-4, batch_size=256, lr_step=None (epochs // 5 rounded: the paper's
+        20 of 100 and 10 of 50), lr_gamma=0.1,
         eval_every=5, layout="auto"|"gathered"|"masked", init_seeds=None;
         "lbfgs": C=1.0, max_iter=100, tol=1e-6, dtype=None|"float64";
         "ridge": alphas=(1e-2, ..., 1e5).
@@ -53,8 +67,21 @@ def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: 
     _check_backend(backend)
     seed = check.integer(seed, "seed", min=0)
     options = r.parse_options(recipe_options)
-    data = prepare(X_train, y_train, X_val, y_val, num_classes, device, r.needs_validation)
-    S = as_subsets(subsets, data.X.shape[1])
+    groups = None
+    if is_feature_set(X_train):  # a FeatureSet (maybe of augmented views): its X and y
+        if y_train is not None:
+            raise ValueError("y_train: a FeatureSet carries its own labels; pass None")
+        groups = X_train.image_index
+        X_train, y_train = X_train.X, X_train.y
+    if is_stream(X_train):
+        if not r.streams:
+            raise ValueError(f"recipe: {recipe!r} trains on the whole training set at once, so it cannot read a "
+                             f"FeatureStream; use recipe='sgd' (or extract_features and pass the arrays)")
+        if "batch_size" in recipe_options and int(recipe_options["batch_size"]) != X_train.batch_size:
+            raise ValueError(f"batch_size: the stream yields batches of {X_train.batch_size}; set the batch size "
+                             f"on the FeatureStream, not here (got batch_size={recipe_options['batch_size']})")
+    data = prepare(X_train, y_train, X_val, y_val, num_classes, device, r.needs_validation, groups=groups)
+    S = as_subsets(subsets, data.dim)
     if len(S) == 0:
         raise ValueError("subsets: expected at least one subset (one probe head per subset), got 0")
     if seed + len(S) - 1 > check.INT64_MAX:

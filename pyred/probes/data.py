@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import _checks as check
 from ..ops.arrays import float_matrix, to_torch
+from ..stream import is_stream
 
 
 @dataclass
@@ -19,12 +21,25 @@ class ProbeData:
     (None when the recipe needs no validation split).
     """
 
-    X: torch.Tensor
-    y: torch.Tensor
+    X: torch.Tensor | None
+    y: torch.Tensor | None
     X_val: torch.Tensor | None
     y_val: torch.Tensor | None
     num_classes: int
     kind: str
+    stream: Any = None  # a FeatureStream in place of X / y (then X and y are None)
+
+    @property
+    def dim(self) -> int:
+        return self.stream.dim if self.stream is not None else int(self.X.shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.stream.device if self.stream is not None else self.X.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.stream.dtype if self.stream is not None else self.X.dtype
 
 
 def labels(y: Any, n: int, name: str, device) -> torch.Tensor:
@@ -62,8 +77,58 @@ def split_train_val(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[torch
     return perm[:n_train], perm[n_train:]
 
 
-def prepare(X_train, y_train, X_val, y_val, num_classes, device, need_val: bool, split_seed: int = 0) -> ProbeData:
-    """Validates the inputs and moves them to ``device`` (X's device when None)."""
+def split_groups(groups: Any, fraction: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 90/10 split of rows by group (rows of one image's augmented views stay together):
+    the groups are split as ``split_train_val`` splits rows."""
+    g = torch.as_tensor(np.asarray(groups), dtype=torch.int64)
+    uniq, inverse = torch.unique(g, return_inverse=True)
+    tr, _ = split_train_val(len(uniq), fraction, seed)
+    in_train = torch.zeros(len(uniq), dtype=torch.bool)
+    in_train[tr] = True
+    rows = in_train[inverse]
+    return torch.nonzero(rows).flatten(), torch.nonzero(~rows).flatten()
+
+
+def prepare_stream(stream, y_train, X_val, y_val, num_classes, device, need_val: bool) -> ProbeData:
+    """Training data from a FeatureStream: validation from arrays, from a stream (one clean pass),
+    or from the stream's own 90/10 split of its dataset."""
+    if y_train is not None:
+        raise ValueError("y_train: a FeatureStream carries its own labels; pass None")
+    if device is not None and torch.device(device) != stream.device:
+        raise ValueError(f"device: the stream computes on {stream.device}; build the FeatureStream with "
+                         f"device={device!r} instead")
+    if num_classes is not None and check.integer(num_classes, "num_classes") != stream.num_classes:
+        raise ValueError(f"num_classes: the stream has {stream.num_classes} classes, got num_classes={num_classes}")
+    if (X_val is None) != (y_val is None) and not is_stream(X_val):
+        raise ValueError("X_val and y_val: give both, a FeatureStream as X_val (and y_val=None), or neither")
+    if is_stream(X_val):
+        if y_val is not None:
+            raise ValueError("y_val: a FeatureStream given as X_val carries its own labels; pass None")
+        if X_val.dim != stream.dim:
+            raise ValueError(f"X_val: the validation stream has {X_val.dim} features, the training stream {stream.dim}")
+        Xv, yv = X_val.collect()
+    elif X_val is not None:
+        Xv, _ = float_matrix(X_val, "X_val")
+        if Xv.shape[1] != stream.dim:
+            raise ValueError(f"X_val: expected {stream.dim} features like the stream, got {Xv.shape[1]}")
+        yv = labels(y_val, Xv.shape[0], "y_val", stream.device)
+    elif need_val:
+        stream, val = stream.split(0.1, 0)
+        Xv, yv = val.collect()
+    else:
+        Xv = yv = None
+    if Xv is not None:
+        Xv = Xv.to(stream.device, stream.dtype)
+        check_label_range(yv, stream.num_classes, "y_val")
+    return ProbeData(None, None, Xv, yv, stream.num_classes, "torch", stream)
+
+
+def prepare(X_train, y_train, X_val, y_val, num_classes, device, need_val: bool, split_seed: int = 0,
+            groups: Any = None) -> ProbeData:
+    """Validates the inputs and moves them to ``device`` (X's device when None).
+    ``groups`` (n,): rows that must stay on one side of the 90/10 split (an image's views)."""
+    if is_stream(X_train):
+        return prepare_stream(X_train, y_train, X_val, y_val, num_classes, device, need_val)
     X, kind = float_matrix(X_train, "X_train")
     device = torch.device(device) if device is not None else X.device
     X = X.to(device)
@@ -80,7 +145,7 @@ def prepare(X_train, y_train, X_val, y_val, num_classes, device, need_val: bool,
     elif need_val:
         if n < 2:
             raise ValueError(f"X_train: need at least 2 samples to split off validation data, got {n}")
-        tr, va = split_train_val(n, 0.1, split_seed)
+        tr, va = split_train_val(n, 0.1, split_seed) if groups is None else split_groups(groups, 0.1, split_seed)
         tr, va = tr.to(device), va.to(device)
         X, y, Xv, yv = X[tr], y[tr], X[va], y[va]
     else:

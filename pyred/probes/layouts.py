@@ -47,7 +47,17 @@ def gathered_below(device) -> float:
     return GATHERED_BELOW["cuda"]
 
 
-def choose_layout(subsets: Subsets, d: int, device: torch.device) -> str:
+# The masked layout holds a dense (d, K C) weight, four times over (weights, momentum, best, gradient);
+# past this many bytes for one copy "auto" takes the gathered layout, whose memory is O(nnz C) --
+# the road for wide layers (a flattened conv map with d in the hundreds of thousands).
+MASKED_MAX_BYTES = 256 * 2**20
+
+
+def choose_layout(subsets: Subsets, d: int, device: torch.device, num_classes: int | None = None,
+                  itemsize: int = 4) -> str:
+    """"gathered" or "masked" for these subsets of d features (see GATHERED_BELOW and MASKED_MAX_BYTES)."""
+    if num_classes is not None and d * len(subsets) * num_classes * itemsize > MASKED_MAX_BYTES:
+        return "gathered"
     return "gathered" if density(subsets, d) < gathered_below(device) else "masked"
 
 

@@ -21,6 +21,7 @@ class Recipe:
     options: type  # a dataclass whose __post_init__ validates its fields
     needs_validation: bool
     train: Callable[..., dict]  # train(data, subsets, options, seed, progress, backend) -> fields of ProbeResult
+    streams: bool = False  # trains from a FeatureStream (minibatches only)
 
     def option_names(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self.options)]

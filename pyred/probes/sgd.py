@@ -26,6 +26,8 @@ from .recipe import Recipe
 class SGDOptions:
     """The paper's recipe (reference code defaults): SGD with momentum on cross-entropy, StepLR per
     epoch, validation every ``eval_every`` epochs, best-validation weights per head.
+    ``lr_step``: epochs per x``lr_gamma`` step; None keeps the paper's ratio (20 of 100, 10 of 50):
+    max(1, round(epochs / 5)), so ``epochs`` alone scales the schedule.
     ``init_seeds``: one seed per head for its ``nn.Linear`` initialisation (default: seed + k)."""
 
     epochs: int = 100
@@ -33,13 +35,16 @@ class SGDOptions:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 256
-    lr_step: int = 20
+    lr_step: int | None = None
     lr_gamma: float = 0.1
     eval_every: int = 5
     layout: str = "auto"
     init_seeds: tuple | None = None
 
     def __post_init__(self):
+        if self.lr_step is None:
+            epochs = check.integer(self.epochs, "epochs", min=1)
+            object.__setattr__(self, "lr_step", max(1, round(epochs / 5)))
         for key in ("epochs", "batch_size", "lr_step", "eval_every"):
             object.__setattr__(self, key, check.integer(getattr(self, key), key, min=1))
         for key in ("lr", "momentum", "weight_decay", "lr_gamma"):
@@ -67,15 +72,15 @@ def init_heads(subsets: Subsets, num_classes: int, seeds, dtype, device):
 
 def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, progress: bool, backend: str):
     o = dataclasses.asdict(opts)
-    X, y, Xv, yv = data.X, data.y, data.X_val, data.y_val
-    device, dtype = X.device, X.dtype
-    n, d = X.shape
+    Xv, yv = data.X_val, data.y_val
+    device, dtype, d = data.device, data.dtype, data.dim
     K, C = len(subsets), data.num_classes
     S = subsets.to(device)
     seeds = [seed + k for k in range(K)] if o["init_seeds"] is None else [int(s) for s in o["init_seeds"]]
     if len(seeds) != K:
         raise ValueError(f"init_seeds: expected {K} seeds (one per head), got {len(seeds)}")
-    layout_name = choose_layout(S, d, device) if o["layout"] == "auto" else o["layout"]
+    layout_name = (choose_layout(S, d, device, C, torch.finfo(dtype).bits // 8) if o["layout"] == "auto"
+                   else o["layout"])
     heads = make_layout(layout_name, S, d, backend)
 
     W0, b = init_heads(subsets, C, seeds, dtype, device)
@@ -88,14 +93,16 @@ def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, pr
     order_gen = torch.Generator().manual_seed(seed)
     bs, wd, mom = o["batch_size"], o["weight_decay"], o["momentum"]
 
-    bar = progress_bar(range(o["epochs"]), progress, desc=f"sgd: {K} heads ({layout_name})", unit="epoch")
+    stream = data.stream
+    desc = f"sgd: {K} heads ({layout_name}){' on a stream' if stream is not None else ''}"
+    bar = progress_bar(range(o["epochs"]), progress, desc=desc, unit="epoch")
     for epoch in bar:
         lr = o["lr"] * o["lr_gamma"] ** (epoch // o["lr_step"])
-        order = torch.randperm(n, generator=order_gen).to(device)
         loss_sum = torch.zeros(K, dtype=torch.float64, device=device)
-        for start in range(0, n, bs):
-            idx = order[start:start + bs]
-            Xb, yb = X[idx], y[idx]
+        n = 0
+        batches = stream if stream is not None else array_batches(data.X, data.y, bs, order_gen)
+        for Xb, yb in batches:
+            n += len(yb)
             batch = heads.batch(Xb)
             z = heads.logits(batch, params[0]).add_(params[1][:, None, :])
             G, lse = softmax_and_logsumexp(z)
@@ -114,7 +121,9 @@ def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, pr
                         bufs[i].mul_(mom).add_(g)
                     g = bufs[i]
                 p.add_(g, alpha=-lr)
-        loss_hist[:, epoch] = (loss_sum / n).cpu()
+        loss_hist[:, epoch] = (loss_sum / max(n, 1)).cpu()
+        if stream is not None and progress and stream.last_pass:
+            bar.set_postfix(img_per_s=f"{stream.last_pass['images_per_s']:.0f}")
         if Xv is not None and (epoch + 1) % o["eval_every"] == 0:
             acc = accuracy(heads, params, Xv, yv)
             val_hist.append(acc.cpu())
@@ -135,7 +144,15 @@ def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, pr
                 options={**o, "layout": layout_name})
 
 
-RECIPE = Recipe("sgd", SGDOptions, needs_validation=True, train=train_sgd)
+RECIPE = Recipe("sgd", SGDOptions, needs_validation=True, train=train_sgd, streams=True)
+
+
+def array_batches(X: torch.Tensor, y: torch.Tensor, batch_size: int, order_gen: torch.Generator):
+    """One epoch of (X[idx], y[idx]) minibatches in the order ``torch.randperm(n, generator=order_gen)``."""
+    order = torch.randperm(X.shape[0], generator=order_gen).to(X.device)
+    for start in range(0, X.shape[0], batch_size):
+        idx = order[start:start + batch_size]
+        yield X[idx], y[idx]
 
 
 def softmax_and_logsumexp(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
