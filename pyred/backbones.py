@@ -27,12 +27,16 @@ class Backbone(nn.Module):
     """A frozen timm model mapping an image batch (B, 3, H, W) to features (B, dim).
 
     Args:
-      name: a timm model name (``timm.list_models()``).
+      name: a timm model name (``timm.list_models()``), optionally with a pretrained
+        tag (``resnet18.tv_in1k``, ``vit_small_patch16_224.augreg_in21k``); the
+        paper's backbones and their tags are listed in :mod:`pyred.paper`.
       pretrained: load pretrained weights: from a local provider when one is
         registered (``pyred.weights``; e.g. ``tf_efficientnet_lite0``), else by
         timm's own download (needs network).
-      weights: a local checkpoint (.pth/.pt or .safetensors) to load instead;
-        ``module.``/``model.`` key prefixes are stripped, loading is strict.
+      weights: a local checkpoint to load instead, in any format of
+        :mod:`pyred.checkpoints` (state dicts plain or wrapped, robustness-library
+        checkpoints, ``module.`` prefixes, .safetensors, timm/AugReg .npz for ViTs);
+        loading is strict and a mismatch lists the unmatched keys.
       layer: "penultimate" (the classifier's input) or a module name such as
         "layer3" or "blocks.6".
       pool: for a module's output -- "avg" (mean over spatial positions or
@@ -48,17 +52,16 @@ class Backbone(nn.Module):
         super().__init__()
         import timm
 
-        if not isinstance(name, str) or name not in timm.list_models():
-            close = timm.list_models(f"*{name}*") if isinstance(name, str) else []
-            hint = f"; similar: {close[:5]}" if close else ""
-            raise ValueError(f"name: {name!r} is not a timm model{hint}")
+        check_model_name(name)
         if pool not in POOLS:
             raise ValueError(f"pool: expected one of {POOLS}, got {pool!r}")
         self.name, self.layer, self.pool = name, layer, pool
         if weights is not None:
+            from .checkpoints import load_checkpoint
+
             self.model = timm.create_model(name, pretrained=False, **timm_kwargs)
-            self.model.load_state_dict(_read_checkpoint(weights), strict=True)
-            self.weights_source = f"file:{os.fspath(weights)}"
+            fmt = load_checkpoint(self.model, weights)
+            self.weights_source = f"file:{os.fspath(weights)} ({fmt})"
         elif pretrained and has_offline_weights(name):
             self.model = timm.create_model(name, pretrained=False, **timm_kwargs)
             self.model.load_state_dict(offline_weights(name, self.model.state_dict()), strict=True)
@@ -83,8 +86,10 @@ class Backbone(nn.Module):
         self.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        cfg = self.model.pretrained_cfg
-        size = cfg.get("input_size", (3, 224, 224))
+        size = tuple(self.model.pretrained_cfg.get("input_size", (3, 224, 224)))
+        fixed = getattr(getattr(self.model, "patch_embed", None), "img_size", None)  # ViTs built for one size
+        if fixed is not None and not getattr(self.model.patch_embed, "dynamic_img_size", False):
+            size = (size[0], *tuple(fixed))
         with torch.no_grad():
             self.dim = int(self(torch.zeros(1, *size)).shape[1])
 
@@ -111,29 +116,39 @@ class Backbone(nn.Module):
             handle.remove()
         return pool_output(captured[0], self.pool)
 
-    def transform(self, paper: bool = False):
-        """The eval transform for PIL images: the model's own (timm's pretrained config),
-        or with ``paper=True`` the paper's Resize(224) + CenterCrop(224), with the model's normalisation."""
+    def transform(self, paper: bool = False, size: int = 224, normalization: Any = "model"):
+        """The eval transform for PIL images: the model's own (timm's pretrained config), or with
+        ``paper=True`` the paper's Resize(size) + CenterCrop(size), normalised by ``normalization``
+        ("model": the model's pre-training mean/std; "imagenet"; "half"; or (mean, std))."""
         import timm.data
-        from torchvision import transforms
 
-        cfg = timm.data.resolve_data_config({}, model=self.model)
+        from . import transforms
+
         if not paper:
+            cfg = timm.data.resolve_data_config({}, model=self.model)
             return timm.data.create_transform(**cfg, is_training=False)
-        return transforms.Compose([transforms.Resize(224), transforms.CenterCrop(224), transforms.ToTensor(),
-                                   transforms.Normalize(cfg["mean"], cfg["std"])])
+        return transforms.eval_transform(size, *transforms.normalization(self, normalization))
 
-    def transform_id(self, paper: bool = False) -> str:
-        """A string that identifies ``transform(paper)`` (its resolved data config), for cache keys."""
+    def train_transform(self, size: int = 224, normalization: Any = "model"):
+        """The paper's probe-training augmentation at ``size`` (see :mod:`pyred.transforms`)."""
+        from . import transforms
+
+        return transforms.train_transform(size, *transforms.normalization(self, normalization))
+
+    def transform_id(self, paper: bool = False, size: int = 224, normalization: Any = "model") -> str:
+        """A string that identifies ``transform(paper, size, normalization)``, for cache keys."""
         import json
 
         import timm.data
 
+        from . import transforms
+
+        if paper:
+            return "paper: " + transforms.describe("eval", size, *transforms.normalization(self, normalization))
         cfg = timm.data.resolve_data_config({}, model=self.model)
         keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
         resolved = {k: list(cfg[k]) if isinstance(cfg.get(k), tuple) else cfg.get(k) for k in keys}
-        kind = "paper: Resize(224) CenterCrop(224) ToTensor Normalize" if paper else "timm eval transform"
-        return f"{kind} {json.dumps(resolved, sort_keys=True)}"
+        return f"timm eval transform {json.dumps(resolved, sort_keys=True)}"
 
     def weights_digest(self) -> str:
         """sha256 over the names, shapes and bytes of every tensor in the state dict.
@@ -152,6 +167,25 @@ class Backbone(nn.Module):
         return self._digest[1]
 
 
+def check_model_name(name: str) -> str:
+    """``name``: a timm architecture, optionally with a pretrained tag ("resnet18.tv_in1k");
+    raises ValueError with close names or the architecture's tags."""
+    import timm
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name: expected a timm model name, got {name!r}")
+    arch, _, tag = name.partition(".")
+    if arch not in timm.list_models():
+        close = timm.list_models(f"*{arch}*") or timm.list_models(f"*{arch[:-1]}*")
+        hint = f"; similar: {close[:5]}" if close else ""
+        raise ValueError(f"name: {name!r} is not a timm model{hint}")
+    if tag:
+        tags = timm.list_pretrained(f"{arch}.*")
+        if name not in tags:
+            raise ValueError(f"name: {arch!r} has no pretrained tag {tag!r}; its tags: {tags[:12]}")
+    return name
+
+
 def pool_output(out: torch.Tensor, pool: str) -> torch.Tensor:
     """(B, C, H, W) maps or (B, N, C) tokens -> (B, features)."""
     if out.dim() == 2:
@@ -167,27 +201,3 @@ def pool_output(out: torch.Tensor, pool: str) -> torch.Tensor:
     if out.dim() == 3:  # (B, N, C) tokens
         return out.mean(dim=1)
     return out.flatten(2).mean(dim=2)
-
-
-def _read_checkpoint(path) -> dict:
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"weights: no file at {path}")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model", "model_state_dict"):
-            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-                state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f"weights: {path} does not hold a state dict (got {type(state).__name__})")
-    out = {}
-    for k, v in state.items():
-        for prefix in ("module.", "model."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
-    return out

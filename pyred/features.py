@@ -104,7 +104,8 @@ def extract_features(backbone, dataset, *, batch_size: int | None = None, device
         seed draws in epoch v.
       views: V >= 1 augmented views per image (needs ``augment``); the FeatureSet
         has V n rows, view-major (``.view``, ``.image_index`` say which is which).
-      seed, image_size, normalization: for ``augment`` (see FeatureStream).
+      seed: for ``augment``; image_size, normalization: for ``augment`` and for
+        ``transform="paper"`` (see FeatureStream).
 
     Returns:
       :class:`FeatureSet`; ``metadata["cache"]`` says "hit", "computed" or
@@ -123,7 +124,8 @@ def extract_features(backbone, dataset, *, batch_size: int | None = None, device
         if views > 1:
             raise ValueError(f"views: {views} views of clean images would all be the same; pass augment='paper' "
                              "(or a callable) for augmented views")
-        transform, tid = _resolve_transform(backbone, transform, transform_id, cache_dir is not None)
+        transform, tid = _resolve_transform(backbone, transform, transform_id, cache_dir is not None,
+                                            dict(size=image_size, normalization=normalization))
         data = dataset.with_transform(transform) if hasattr(dataset, "with_transform") else dataset
     else:
         tid = _augment_id(backbone, augment, transform_id, image_size, normalization, cache_dir is not None)
@@ -163,13 +165,14 @@ def extract_features(backbone, dataset, *, batch_size: int | None = None, device
     return _extract_to_cache(folder, run, data, meta, classes, chunk_size)
 
 
-def _resolve_transform(backbone, transform, transform_id, caching: bool):
+def _resolve_transform(backbone, transform, transform_id, caching: bool, paper_options: dict | None = None):
     """(the transform to apply, the string that identifies it in the cache key)."""
     if transform_id is not None:
         check.string(transform_id, "transform_id")
     if isinstance(transform, str):
         check.choice(transform, "transform", ("backbone", "paper"))
         paper = transform == "paper"
+        kw = dict(paper_options or {}) if paper else {}
         if transform_id is None:
             if not hasattr(backbone, "transform_id"):
                 if caching:
@@ -177,8 +180,8 @@ def _resolve_transform(backbone, transform, transform_id, caching: bool):
                                      "transform_id= naming its transform to cache its features")
                 transform_id = "unidentified"
             else:
-                transform_id = backbone.transform_id(paper=paper)
-        return backbone.transform(paper=paper), transform_id
+                transform_id = backbone.transform_id(paper=paper, **kw)
+        return backbone.transform(paper=paper, **kw), transform_id
     if transform is None:
         return None, transform_id or "none (items are tensors)"
     if not callable(transform):

@@ -117,7 +117,11 @@ class FeatureStream:
         self.last_pass: dict | None = None
         with torch.no_grad():
             probe = torch.zeros(1, 3, self.image_size, self.image_size, dtype=self._param_dtype, device=self.device)
-            self.dim = int(self._forward(probe).shape[1])
+            try:
+                self.dim = int(self._forward(probe).shape[1])
+            except (AssertionError, RuntimeError, ValueError) as exc:
+                raise ValueError(f"image_size: the backbone cannot run on {self.image_size}x{self.image_size} "
+                                 f"images ({type(exc).__name__}: {exc})") from exc
 
     def __len__(self) -> int:
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)

@@ -201,9 +201,13 @@ def validate(cfg: StudyConfig) -> None:
                 import timm
 
                 names = set(timm.list_models())
-            if m.name not in names:
-                close = check.did_you_mean(m.name, names)
+            arch = m.name.partition(".")[0]
+            if arch not in names:
+                close = check.did_you_mean(arch, names)
                 raise ConfigError(f"model: {m.name!r} is not a timm model{close} (see timm.list_models())")
+            from ..backbones import check_model_name
+
+            _guard(lambda: check_model_name(m.name), "model")
             if m.weights is not None and not os.path.isfile(m.weights):
                 raise ConfigError(f"weights: no such file {m.weights}")
     if not cfg.datasets:
