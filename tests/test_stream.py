@@ -176,3 +176,62 @@ def test_custom_augment_must_make_tensors(setup):
     s = FeatureStream(bb, train, augment=lambda im: "not a tensor", image_size=SIZE, batch_size=48)
     with pytest.raises(TypeError, match="augment: the transform must turn each image into a"):
         next(iter(s))
+
+
+WIDE = r"""
+import sys, torch, numpy as np, pyred
+from pyred.stream import FeatureStream, subset
+
+def peak_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+bb = pyred.Backbone("resnet18", pretrained=False, layer="act1", pool="flatten")
+train = subset(pyred.datasets.load("digits", "train"), np.arange(400))
+s = FeatureStream(bb, train, batch_size=50, image_size=80, seed=1)
+for _ in s:  # one pass: the forward's own peak
+    pass
+before = peak_mb()
+S = pyred.draw_subsets(s.dim, [0.001, 0.01, 0.05, 0.1, 0.2], seeds=[1, 2])
+val = s.with_dataset(subset(pyred.datasets.load("digits", "val"), np.arange(20)), augment=None, shuffle=False)
+res = pyred.train_probes(s, None, S, X_val=val, epochs=2, eval_every=1, progress=False)
+print(s.dim, len(S), res.options["layout"], peak_mb() - before, bool(torch.isfinite(res.weights).all()),
+      int(res.weights.shape[0]), S.nnz)
+"""
+
+
+@pytest.mark.slow
+def test_wide_flattened_layer_trains_from_a_stream_in_bounded_memory(tmp_path):
+    """d = 64 x 40 x 40 = 102,400 (resnet18's stem at 80 px), K = 10 heads: the training set's features
+    (400 x d float32 = 164 MB) are never held, nor a dense (d, K C) weight (41 MB a copy, four copies)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", WIDE], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    d, K, layout, grew_mb, finite, rows, nnz = out.stdout.split()
+    assert int(d) == 102400 and int(K) == 10 and layout == "gathered" and finite == "True"
+    assert int(rows) == int(nnz)
+    assert float(grew_mb) < 100, f"training grew the peak RSS by {grew_mb} MB"
+
+
+def test_wide_layer_stream_matches_the_dense_road(setup):
+    """At d >= 100k the gathered kernels (int64 offsets) give the heads the dense masked GEMM gives."""
+    torch.manual_seed(0)
+    bb = pyred.Backbone("resnet18", pretrained=False, layer="act1", pool="flatten")
+    _, train, _, _ = setup
+    small = subset(train, np.arange(40))
+    s = FeatureStream(bb, small, augment=None, batch_size=20, image_size=80, seed=2)
+    assert s.dim == 102400
+    X, y = s.collect()
+    S = pyred.draw_subsets(s.dim, [0.0005, 0.01, 0.3], seeds=[1, 2, 3, 4])
+    X_val, y_val = X[:8], y[:8]
+    opts = dict(epochs=2, eval_every=1, seed=2, progress=False)
+    online = pyred.train_probes(s, None, S, X_val=X_val, y_val=y_val, **opts)
+    dense = pyred.train_probes(X, y, S, X_val=X_val, y_val=y_val, layout="masked", batch_size=20, **opts)
+    assert online.options["layout"] == "gathered" and len(S) == 12
+    torch.testing.assert_close(online.weights, dense.weights, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(online.biases, dense.biases, rtol=1e-4, atol=1e-6)

@@ -48,15 +48,16 @@ def gathered_below(device) -> float:
 
 
 # The masked layout holds a dense (d, K C) weight, four times over (weights, momentum, best, gradient);
-# past this many bytes for one copy "auto" takes the gathered layout, whose memory is O(nnz C) --
-# the road for wide layers (a flattened conv map with d in the hundreds of thousands).
+# past this many bytes for one copy, or past WIDE_D features, "auto" takes the gathered layout, whose
+# memory is O(nnz C) -- the road for wide layers (a flattened conv map, d in the hundreds of thousands).
 MASKED_MAX_BYTES = 256 * 2**20
+WIDE_D = 65536  # wider layers (flattened maps) always take the gathered layout: memory O(B d + nnz C)
 
 
 def choose_layout(subsets: Subsets, d: int, device: torch.device, num_classes: int | None = None,
                   itemsize: int = 4) -> str:
     """"gathered" or "masked" for these subsets of d features (see GATHERED_BELOW and MASKED_MAX_BYTES)."""
-    if num_classes is not None and d * len(subsets) * num_classes * itemsize > MASKED_MAX_BYTES:
+    if d > WIDE_D or (num_classes is not None and d * len(subsets) * num_classes * itemsize > MASKED_MAX_BYTES):
         return "gathered"
     return "gathered" if density(subsets, d) < gathered_below(device) else "masked"
 

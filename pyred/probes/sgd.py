@@ -121,6 +121,7 @@ def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, pr
                         bufs[i].mul_(mom).add_(g)
                     g = bufs[i]
                 p.add_(g, alpha=-lr)
+            del Xb, batch, grads  # a wide layer's batch is large: free it before the next one is computed
         loss_hist[:, epoch] = (loss_sum / max(n, 1)).cpu()
         if stream is not None and progress and stream.last_pass:
             bar.set_postfix(img_per_s=f"{stream.last_pass['images_per_s']:.0f}")

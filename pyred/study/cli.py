@@ -10,6 +10,8 @@ import os
 import sqlite3
 import sys
 
+from .config import describe_protocol
+
 
 def _floats(text: str) -> list[float]:
     try:
@@ -50,6 +52,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=_ints, help="e.g. 1,2,3")
     r.add_argument("--recipe", help="sgd (default), lbfgs or ridge")
     r.add_argument("--epochs", type=int, help="sgd epochs (default 100)")
+    r.add_argument("--protocol", choices=("features", "views", "paper"),
+                   help="how probes see the training images: features (clean, extracted once; default), "
+                        "views (V augmented views per image, extracted once), paper (freshly augmented images "
+                        "through the backbone at every step)")
+    r.add_argument("--views", type=int, help="augmented views per image for --protocol views (default 5)")
+    r.add_argument("--image-size", type=int, dest="image_size",
+                   help="the paper's Resize + CenterCrop (and crop) size (default 224 for views/paper; "
+                        "features: the model's own transform)")
     r.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     r.add_argument("--out", help="study folder (default pyred-run)")
     r.add_argument("--no-report", action="store_true", help="skip the plots and report.md")
@@ -112,7 +122,8 @@ def _run(args) -> int:
     from .runner import run
 
     overrides = dict(models=args.models, datasets=args.datasets, features=args.features, fractions=args.fractions,
-                     seeds=args.seeds, recipe=args.recipe, device=args.device, out=args.out, epochs=args.epochs)
+                     seeds=args.seeds, recipe=args.recipe, device=args.device, out=args.out, epochs=args.epochs,
+                     protocol=args.protocol, views=args.views, image_size=args.image_size)
     if args.no_report:
         overrides["report"] = False
     cfg = load_config(args.config, **overrides)
@@ -177,11 +188,18 @@ def _runs(args) -> int:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.last_run))
         what = (f"{models} on {','.join(ident['datasets'])}; {ident['recipe']} "
                 f"{', '.join(f'{k}={v}' for k, v in ident['recipe_options'].items() if v is not None)}; "
-                f"{len(ident['fractions'])} fractions x {len(ident['seeds'])} seeds; methods {ident['methods']}"
+                f"{_grid_size(ident['fractions'])} fractions x {len(ident['seeds'])} seeds; methods {ident['methods']}"
+                f"; protocol {describe_protocol(ident)}"
                 + ("" if not ident["cka"] else f"; CKA {'debiased' if ident['cka']['debiased'] else 'biased'} "
                    f"on {ident['cka']['samples']}"))
         print(f"{c.id:<13} {when:<17} {c.runs:>4} {c.rows:>6}  {what}{'  (latest)' if i == 0 else ''}")
     return 0
+
+
+def _grid_size(fractions) -> str:
+    if isinstance(fractions, dict):  # one grid per model
+        return "/".join(str(len(g)) for g in fractions.values())
+    return str(len(fractions))
 
 
 def _cka(args) -> int:

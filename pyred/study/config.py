@@ -28,6 +28,11 @@ from .npz import check_features_file
 
 PAPER_FRACTIONS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9)
 POOLS = ("avg", "cls", "flatten")
+# How probes see the training images: "features" -- clean features extracted once (cached);
+# "views" -- V augmented views per image extracted once (cached), the cheap approximation;
+# "paper" -- the paper's own: freshly augmented images through the backbone at every step.
+PROTOCOLS = ("features", "views", "paper")
+NORMALIZATIONS = ("model", "imagenet", "half")
 
 
 @dataclass(frozen=True)
@@ -71,11 +76,15 @@ class StudyConfig:
 
     models: tuple
     datasets: tuple
-    fractions: tuple = PAPER_FRACTIONS
+    fractions: tuple | None = None  # None: each model's grid from pyred.paper (PAPER_FRACTIONS by default)
     seeds: tuple = (1, 2, 3, 4, 5)
     methods: tuple = ("random",)
     recipe: str = "sgd"
     recipe_options: dict = field(default_factory=dict)
+    protocol: str = "features"
+    views: int = 5
+    image_size: int | None = None  # None: "features" uses the model's own eval transform, the others 224
+    normalization: str = "model"
     cka: bool = True
     cka_samples: int = 1000
     cka_debiased: bool = False
@@ -86,6 +95,22 @@ class StudyConfig:
     cache_dir: str | None = None
     head_chunks: int = 1
     report: bool = True
+
+    def fractions_for(self, model: str) -> tuple:
+        """The fraction grid for ``model``: the configured one, else the paper's for that model."""
+        from ..paper import fraction_grid
+
+        return self.fractions if self.fractions is not None else fraction_grid(model, PAPER_FRACTIONS)
+
+    def options_for(self, model: str, dataset: str) -> dict:
+        """The recipe options for (model, dataset): the user's over the paper's defaults for the pair."""
+        from ..paper import resolve_options
+
+        return resolve_options(model, dataset, self.recipe, self.recipe_options)
+
+    def eval_size(self) -> int | None:
+        """The paper's Resize + CenterCrop size for clean images, or None for the model's own transform."""
+        return self.image_size if self.image_size is not None or self.protocol == "features" else 224
 
     def settings(self) -> dict:
         """Everything, as plain data (for the runs table)."""
@@ -108,7 +133,7 @@ def load_config(path: str | None = None, **overrides: Any) -> StudyConfig:
     """A validated StudyConfig from a TOML file (or the default) and command-line overrides.
 
     Overrides (None: not given): models (timm names), datasets, features (an .npz path),
-    fractions, seeds, recipe, device, out, epochs (sgd epochs).
+    fractions, seeds, recipe, device, out, epochs (sgd epochs), protocol, views, image_size.
     """
     raw: dict = {}
     source = "the default"
@@ -170,6 +195,14 @@ def _typed(values: dict) -> dict:
             out[key] = None if v is None else _guard(lambda: check.string(v, key))
         elif key in ("cka", "cka_debiased", "report"):
             out[key] = _guard(lambda: check.boolean(v, key))
+        elif key == "protocol":
+            out[key] = _guard(lambda: check.choice(v, key, PROTOCOLS))
+        elif key == "normalization":
+            out[key] = _guard(lambda: check.choice(v, key, NORMALIZATIONS))
+        elif key == "views":
+            out[key] = _guard(lambda: check.integer(v, key, min=1))
+        elif key == "image_size":
+            out[key] = None if v is None else _guard(lambda: check.integer(v, key, min=8))
         elif key == "cka_samples":
             out[key] = _guard(lambda: check.integer(v, key, min=2))
         elif key in ("full_layer_seed",):
@@ -224,8 +257,21 @@ def validate(cfg: StudyConfig) -> None:
         raise ConfigError("datasets: 'features' goes with --features/.npz models only")
     if any(m.features for m in cfg.models) and cfg.datasets != ("features",):
         raise ConfigError("datasets: models given as features files take datasets = [\"features\"]")
-    if not cfg.fractions:
+    if cfg.fractions is not None and not cfg.fractions:
         raise ConfigError("fractions: the grid is empty")
+    if cfg.protocol != "features":
+        if any(m.features for m in cfg.models):
+            raise ConfigError(f"protocol: {cfg.protocol!r} runs the backbone on images; models given as features "
+                              "files take protocol = \"features\"")
+        if cfg.protocol == "paper":
+            if cfg.recipe != "sgd":
+                raise ConfigError(f"recipe: protocol 'paper' trains on a stream of augmented batches, which only "
+                                  f"'sgd' reads; got recipe {cfg.recipe!r}")
+            with_views = [m for m in cfg.methods if METHODS[m].needs_train_features] if all(
+                m in METHODS for m in cfg.methods) else []
+            if with_views:
+                raise ConfigError(f"methods: {with_views} fit a basis on the training features, which protocol "
+                                  "'paper' never holds; use protocol 'features' or 'views'")
     if not cfg.seeds:
         raise ConfigError("seeds: no seed given")
     if not cfg.methods:
@@ -260,7 +306,8 @@ def identity(cfg: StudyConfig) -> dict:
     order does not matter, recipe options with their defaults filled in, file digests)."""
     from ..probes import RECIPES
 
-    options = dataclasses.asdict(RECIPES[cfg.recipe].parse_options(cfg.recipe_options))
+    recipe = RECIPES[cfg.recipe]
+    options = dataclasses.asdict(recipe.parse_options(cfg.recipe_options))
     models = []
     for m in cfg.models:
         entry = {"name": m.name, "layer": m.layer, "pool": m.pool}
@@ -270,10 +317,12 @@ def identity(cfg: StudyConfig) -> dict:
             entry["pretrained"] = m.pretrained
             entry["weights_sha256"] = sha256_file(m.weights) if m.weights else None
         models.append(entry)
-    return {
+    grids = {m.name: sorted(set(cfg.fractions_for(m.name))) for m in cfg.models}
+    one_grid = len({tuple(g) for g in grids.values()}) == 1
+    out = {
         "models": models,
         "datasets": list(cfg.datasets),
-        "fractions": sorted(set(cfg.fractions)),
+        "fractions": next(iter(grids.values())) if one_grid else grids,
         "seeds": sorted(set(cfg.seeds)),
         "methods": sorted(set(cfg.methods)),
         "full_layer_seed": cfg.full_layer_seed,
@@ -281,6 +330,34 @@ def identity(cfg: StudyConfig) -> dict:
         "recipe_options": options,
         "cka": {"enabled": cfg.cka, "samples": cfg.cka_samples, "debiased": cfg.cka_debiased} if cfg.cka else None,
     }
+    # The paper's per-(model, dataset) defaults, where they change an option (absent otherwise, so a
+    # configuration that the table does not touch keeps the id it had before the table existed).
+    pairs = {}
+    for m in cfg.models:
+        for d in cfg.datasets:
+            resolved = dataclasses.asdict(recipe.parse_options(cfg.options_for(m.name, d)))
+            if resolved != options:
+                pairs[f"{m.name}|{d}"] = resolved
+    if pairs:
+        out["recipe_options_by_pair"] = pairs
+    if cfg.protocol != "features" or cfg.image_size is not None:
+        out["protocol"] = {"name": cfg.protocol, "image_size": cfg.eval_size(), "normalization": cfg.normalization}
+        if cfg.protocol == "views":
+            out["protocol"]["views"] = cfg.views
+    return out
+
+
+def describe_protocol(ident: dict) -> str:
+    """The protocol of a configuration's identity, for people (the report's heading, ``pyred runs``)."""
+    p = ident.get("protocol")
+    if not p:
+        return "features (clean features extracted once; the model's own eval transform)"
+    how = f"{p['image_size']} px" + ("" if p["normalization"] == "model" else f", {p['normalization']} normalisation")
+    if p["name"] == "features":
+        return f"features (clean features extracted once; Resize + CenterCrop, {how})"
+    if p["name"] == "views":
+        return f"views ({p['views']} augmented views per training image, extracted once; {how})"
+    return f"paper (freshly augmented training images through the backbone at every step; {how})"
 
 
 def config_id(ident: dict) -> str:

@@ -31,10 +31,11 @@ class LayerData:
     y_test: Any
     class_names: list | None
     identity: str
+    stream: Any = None  # protocol "paper": makes the FeatureStream of the training images (batch_size, progress)
 
     @property
     def dim(self) -> int:
-        return int(self.X_train.shape[1])
+        return int((self.X_train if self.X_train is not None else self.X_test).shape[1])
 
 
 def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: str, dist: Distributed, progress: bool,
@@ -51,15 +52,38 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: str, dist: Dist
 
     cache = cfg.cache_dir or os.path.join(os.path.abspath(cfg.out), "cache")
     splits = {}
+    size = cfg.eval_size()
+    clean = dict(transform="paper", image_size=size, normalization=cfg.normalization) if size else {}
+    made = {}
 
     def extract():
-        bb = Backbone(model.name, pretrained=model.pretrained, weights=model.weights, layer=model.layer,
-                      pool=model.pool)
-        for split in ("train", "val", "test"):
-            splits[split] = extract_features(bb, datasets.load(dataset, split), batch_size=cfg.batch_size,
-                                             device=cfg.device, cache_dir=cache, progress=progress)
+        bb = made["backbone"] = Backbone(model.name, pretrained=model.pretrained, weights=model.weights,
+                                         layer=model.layer, pool=model.pool)
+        common = dict(batch_size=cfg.batch_size, device=cfg.device, cache_dir=cache, progress=progress)
+        for split in ("val", "test") if cfg.protocol == "paper" else ("train", "val", "test"):
+            kw = dict(clean)
+            if split == "train" and cfg.protocol == "views":  # V augmented views of every training image
+                kw = dict(augment="paper", views=cfg.views, seed=0, image_size=size, normalization=cfg.normalization)
+            splits[split] = extract_features(bb, datasets.load(dataset, split), **common, **kw)
 
     dist.rank_zero_first(extract)
-    ident = digest([os.path.basename(splits[s].path or "") for s in ("train", "val", "test")])
-    return LayerData(model.name, dataset, model.layer, splits["train"].X, splits["train"].y, splits["val"].X,
-                     splits["val"].y, splits["test"].X, splits["test"].y, splits["test"].class_names, ident)
+    test, val = splits["test"], splits["val"]
+    if cfg.protocol != "paper":
+        train = splits["train"]
+        ident = digest([os.path.basename(splits[s].path or "") for s in ("train", "val", "test")])
+        return LayerData(model.name, dataset, model.layer, train.X, train.y, val.X, val.y, test.X, test.y,
+                         test.class_names, ident)
+    from ..stream import FeatureStream
+
+    bb, train_images = made["backbone"], datasets.load(dataset, "train")
+
+    def stream(batch_size: int) -> FeatureStream:
+        return FeatureStream(bb, train_images, augment="paper", batch_size=batch_size, device=cfg.device, seed=0,
+                             image_size=size, normalization=cfg.normalization)
+
+    # where the training features come from: the weights, layer, pooling, augmentation, images and order seed
+    probe = stream(1)
+    ident = digest([os.path.basename(val.path or ""), os.path.basename(test.path or ""), bb.weights_digest(),
+                    model.layer, model.pool, probe.transform_id, train_images.describe(), "order seed 0"])
+    return LayerData(model.name, dataset, model.layer, None, None, val.X, val.y, test.X, test.y, test.class_names,
+                     ident, stream)

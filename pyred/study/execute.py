@@ -39,15 +39,24 @@ def run_unit(cfg: StudyConfig, unit: Unit, data: LayerData, views: ViewCache, pr
             r.cka = float(values[k])
         return rows
     part = S[heads[0]:heads[-1] + 1]
-    options = dict(cfg.recipe_options)
+    options = cfg.options_for(data.model, data.dataset)  # the user's over the paper's defaults for the pair
     if cfg.recipe == "sgd":
         options["init_seeds"] = [head_init_seed(unit.method, r.fraction, r.seed) for r in rows]
         # Same layout whatever the chunking: chosen from the whole plan.
-        options.setdefault("layout", choose_layout(S, data.dim, torch.device(cfg.device or "cpu")))
-    res = train_probes(views.apply(unit.view, data.X_train), np.asarray(data.y_train), part, recipe=cfg.recipe,
-                       X_val=None if data.X_val is None else views.apply(unit.view, data.X_val),
-                       y_val=None if data.y_val is None else np.asarray(data.y_val),
-                       device=cfg.device, progress=progress, **options)
+        num_classes = int(max(np.max(data.y_test), np.max(data.y_val) if data.y_val is not None else 0)) + 1
+        options.setdefault("layout", choose_layout(S, data.dim, torch.device(cfg.device or "cpu"), num_classes))
+    X_val = None if data.X_val is None else views.apply(unit.view, data.X_val)
+    y_val = None if data.y_val is None else np.asarray(data.y_val)
+    if data.stream is not None:  # protocol "paper": augmented batches through the backbone, all heads at once
+        from ..probes.sgd import SGDOptions
+
+        stream = data.stream(options.get("batch_size", SGDOptions.batch_size))
+        res = train_probes(stream, None, part, recipe=cfg.recipe, X_val=X_val, y_val=y_val, progress=progress,
+                           **options)
+    else:
+        X_train = views.apply(unit.view, data.X_train)
+        res = train_probes(X_train, np.asarray(data.y_train), part, recipe=cfg.recipe, X_val=X_val, y_val=y_val,
+                           device=cfg.device, progress=progress, **options)
     ev = res.evaluate(views.apply(unit.view, data.X_test), np.asarray(data.y_test))
     for j, r in enumerate(rows):
         r.accuracy = float(ev.accuracy[j])

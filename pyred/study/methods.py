@@ -30,6 +30,7 @@ class Method:
     name: str
     description: str
     plans: Callable[["object", int], list]  # (StudyConfig, d) -> [Plan]
+    needs_train_features: bool = False  # its view is fitted on (or applied to) the training features
 
 
 def _fractions_with_full(cfg) -> list:
@@ -72,9 +73,9 @@ def _projections(kind):
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("random", "the paper's random subsets: seed s -> manual_seed(s), randperm(d), first int(f d)", _random),
     Method("first", "neurons 0..k-1 (the paper's MRL runs)", _first),
-    Method("pca", "the top-k exact principal directions of the training features", _pca_top),
-    Method("pca-bottom", "the bottom-k principal directions", _pca_bottom),
-    Method("randproj", "k columns of a Gaussian random projection per seed", _projections("gaussian")),
+    Method("pca", "the top-k exact principal directions of the training features", _pca_top, True),
+    Method("pca-bottom", "the bottom-k principal directions", _pca_bottom, True),
+    Method("randproj", "k columns of a Gaussian random projection per seed", _projections("gaussian"), True),
     Method("randproj-uniform", "k columns of the authors' non-negative uniform projection per seed",
-           _projections("uniform")),
+           _projections("uniform"), True),
 )}

@@ -10,6 +10,7 @@ that changes it changed.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,8 +55,9 @@ class ResultRow:
 
 def plan_units(cfg: StudyConfig, cfg_id: str, data: LayerData) -> list[Unit]:
     units = []
+    grid = dataclasses.replace(cfg, fractions=cfg.fractions_for(data.model))  # this model's fraction grid
     for method in sorted(set(cfg.methods)):
-        for plan in METHODS[method].plans(cfg, data.dim):
+        for plan in METHODS[method].plans(grid, data.dim):
             base = "|".join(filter(None, (data.model, data.dataset, data.layer, method, plan.tag)))
             S = plan.subsets
             lists = sha256_parts((S.indices.cpu().numpy().tobytes(), S.offsets.cpu().numpy().tobytes()))

@@ -53,7 +53,8 @@ def write_report(out: str, config: str | None = None, all_configs: bool = False)
         raise StudyError("the report needs matplotlib: pip install 'pyred[demo]' (or matplotlib)") from exc
     doc = analyse_folder(out, config, all_configs)
     several = len(doc["configs"]) > 1
-    lines = ["# pyred report", "", f"Study folder: `{out}`", ""]
+    protocols = sorted({(c["identity"].get("protocol") or {"name": "features"})["name"] for c in doc["configs"]})
+    lines = [f"# pyred report (protocol: {', '.join(protocols) or 'features'})", "", f"Study folder: `{out}`", ""]
     written = []
     for c in doc["configs"]:
         prefix = f"{c['id']}_" if several else ""
@@ -73,17 +74,26 @@ def _label(g: dict) -> str:
 
 
 def _describe(identity: dict) -> str:
+    from .config import describe_protocol
+
     ck = identity.get("cka")
     cka = "no CKA" if not ck else f"CKA on {ck['samples']} test samples ({'debiased' if ck['debiased'] else 'biased'})"
     opts = ", ".join(f"{k}={v}" for k, v in identity["recipe_options"].items() if v is not None)
-    return (f"recipe `{identity['recipe']}` ({opts}); fractions {identity['fractions']}; seeds {identity['seeds']} "
-            f"(full layer: seed {identity['full_layer_seed']}); methods {identity['methods']}; {cka}")
+    by_pair = identity.get("recipe_options_by_pair")
+    if by_pair:  # the paper's per-(model, dataset) defaults changed some options
+        opts += "; per model|dataset: " + "; ".join(
+            f"{pair}: " + ", ".join(f"{k}={v}" for k, v in o.items() if v is not None and identity["recipe_options"]
+                                    .get(k) != v) for pair, o in by_pair.items())
+    return (f"protocol **{describe_protocol(identity)}**; recipe `{identity['recipe']}` ({opts}); fractions "
+            f"{identity['fractions']}; seeds {identity['seeds']} (full layer: seed {identity['full_layer_seed']}); "
+            f"methods {identity['methods']}; {cka}")
 
 
 def _config_section(c: dict, several: bool) -> list[str]:
     groups = c["groups"]
-    lines = [f"## Configuration `{c['id']}`" if several else f"Configuration `{c['id']}`: {_describe(c['identity'])}",
-             ""]
+    proto = (c["identity"].get("protocol") or {"name": "features"})["name"]
+    lines = [f"## Configuration `{c['id']}` (protocol {proto})" if several
+             else f"Configuration `{c['id']}`: {_describe(c['identity'])}", ""]
     if several:
         lines += [_describe(c["identity"]), ""]
     models = sorted({(g["model"], g["layer"]) for g in groups if "dr" in g})
