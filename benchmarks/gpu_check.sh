@@ -9,8 +9,10 @@
 #   4. compute-sanitizer memcheck over the kernels' CUDA cases;
 #   5. a short benchmark subset on the GPU: the CKA sweep against cuBLAS X^T X, the
 #      probe step (gathered, grouped, masked layouts) against the per-head loop and
-#      the autograd masked baseline, and the layout crossover by density.
-# Budget: about 8 minutes on one H100. The tables are printed last.
+#      the autograd masked baseline, and the layout crossover by density;
+#   6. the paper's online stream (FeatureStream) in images/s, augmentation on the CPU
+#      or on the device, with and without AMP, against the bare forward.
+# Budget: about 9 minutes on one H100. The tables are printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$(mktemp -d)}"
@@ -83,5 +85,8 @@ rm -f "$OUT/bench.md"
 PYRED_BENCH_DEVICE=cuda PYRED_BENCH_OUT="$OUT/bench.md" stage "5. benchmarks on the GPU" 180 bench.log \
   "$PY" -m pytest -q -p no:cacheprovider benchmarks --benchmark-enable -s \
   -k "(test_subset_cka and not loop and not gram) or test_sgd or test_layout_crossover" || failed=1
+
+PYRED_BENCH_DEVICE=cuda PYRED_BENCH_OUT="$OUT/bench.md" stage "6. online stream images/s" 120 stream.log \
+  "$PY" benchmarks/stream_throughput.py --images 1024 --batch 256 || failed=1
 
 finish "$failed"

@@ -48,6 +48,12 @@ class FeatureStream:
         "half" (0.5/0.5) or (mean, std).
       amp: autocast the backbone (bfloat16 on the CPU, float16 on CUDA);
         ``channels_last``: None for "on CUDA".
+      augment_on: "cpu" (PIL transforms in the DataLoader) or "device": the CPU only
+        decodes and draws each image's parameters (the same draws as the CPU road),
+        and the batch is cropped, flipped, jittered and rotated on the device
+        (:mod:`pyred.device_augment`) -- for GPUs that the CPU cannot keep fed.
+        Images must share one size, or give ``load_size`` to resize each to
+        load_size x load_size on the CPU first.
       dtype: the dtype of X (float32; float64 for exact comparisons).
       num_classes: C; ``len(dataset.classes)`` when None. Every label must be in [0, C).
 
@@ -60,7 +66,7 @@ class FeatureStream:
                  batch_size: int = 256, device: Any = None, num_workers: int = 0, seed: int = 0,
                  shuffle: bool = True, image_size: int = 224, normalization: Any = "model", amp: bool = False,
                  channels_last: bool | None = None, dtype: torch.dtype = torch.float32, drop_last: bool = False,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, augment_on: str = "cpu", load_size: int | None = None):
         if not isinstance(backbone, torch.nn.Module):
             raise TypeError(f"backbone: expected a torch module (a pyred.Backbone), got {type(backbone).__name__}")
         for attr in ("targets", "classes"):
@@ -84,7 +90,17 @@ class FeatureStream:
             channels_last, "channels_last")
         self.augment, self._normalization = augment, normalization
         self.mean, self.std = _normalization(backbone, normalization, augment)
-        if augment == "paper":
+        self.augment_on = check.choice(augment_on, "augment_on", ("cpu", "device"))
+        self.load_size = check.optional_integer(load_size, "load_size", min=1)
+        if augment_on == "device" and augment != "paper":
+            raise ValueError(f"augment_on: 'device' applies the paper's augmentation on the device; it needs "
+                             f"augment='paper', got augment={augment!r}")
+        if augment == "paper" and augment_on == "device":
+            from .device_augment import RawImage
+
+            transform, self.transform_id = (RawImage(self.load_size), describe(
+                "paper", self.image_size, self.mean, self.std) + f" on the device (load_size={self.load_size})")
+        elif augment == "paper":
             transform, self.transform_id = (train_transform(self.image_size, self.mean, self.std),
                                             describe("paper", self.image_size, self.mean, self.std))
         elif augment is None:
@@ -155,11 +171,13 @@ class FeatureStream:
 
     def with_dataset(self, dataset: Any, **changes: Any) -> "FeatureStream":
         """A stream with this one's settings over another dataset (``changes`` override settings)."""
+        if changes.get("augment", self.augment) != "paper":
+            changes.setdefault("augment_on", "cpu")
         settings = dict(augment=self.augment, batch_size=self.batch_size, device=self.device,
                         num_workers=self.num_workers, seed=self.seed, shuffle=self.shuffle,
                         image_size=self.image_size, normalization=self._normalization, amp=self.amp,
                         channels_last=self.channels_last, dtype=self.dtype, drop_last=self.drop_last,
-                        num_classes=self.num_classes)
+                        num_classes=self.num_classes, augment_on=self.augment_on, load_size=self.load_size)
         settings.update(changes)
         return FeatureStream(self.backbone, dataset, **settings)
 
@@ -175,10 +193,16 @@ class FeatureStream:
         batches = [keys[s:s + self.batch_size] for s in range(0, len(keys), self.batch_size)]
         if drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
+        collate = _collate_raw if self.augment_on == "device" else None
         loader = torch.utils.data.DataLoader(self._items, batch_sampler=batches, num_workers=self.num_workers,
-                                             pin_memory=self.device.type == "cuda")
+                                             pin_memory=self.device.type == "cuda", collate_fn=collate)
         start, images = time.perf_counter(), 0
         for x, y in loader:
+            if self.augment_on == "device":  # (uint8 images, parameters) -> augmented on the device
+                from .device_augment import apply
+
+                images, params = x
+                x = apply(images.to(self.device, non_blocking=True), params, self.image_size, self.mean, self.std)
             if not isinstance(x, torch.Tensor) or x.dim() != 4:
                 raise TypeError(f"augment: the transform must turn each image into a (3, H, W) tensor; a batch "
                                 f"came out as {type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
@@ -188,6 +212,8 @@ class FeatureStream:
             X = self._forward(x)
             images += len(y)
             yield X, y.to(self.device, torch.int64, non_blocking=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # once per epoch, so images/s counts the work itself
         seconds = time.perf_counter() - start
         self.last_pass = {"images": images, "seconds": seconds, "images_per_s": images / max(seconds, 1e-9)}
 
@@ -196,6 +222,17 @@ class FeatureStream:
                 f"{getattr(self.dataset, 'name', '?')}/{getattr(self.dataset, 'split', '?')}: {self.n} images, "
                 f"d={self.dim}, C={self.num_classes}, augment={self.augment!r}, batch_size={self.batch_size}, "
                 f"{self.device})")
+
+
+def _collate_raw(items):
+    """((uint8 images (B, 3, H, W), parameters (B, P)), labels (B,)) for the device road."""
+    sizes = {tuple(img.shape) for (img, _), _ in items}
+    if len(sizes) > 1:
+        raise ValueError(f"load_size: augment_on='device' batches the decoded images, but they come in "
+                         f"{len(sizes)} sizes ({sorted(sizes)[:3]}...); pass load_size=N to resize each to N x N")
+    images = torch.stack([img for (img, _), _ in items])
+    params = torch.stack([p for (_, p), _ in items])
+    return (images, params), torch.tensor([label for _, label in items], dtype=torch.int64)
 
 
 def is_stream(x: Any) -> bool:

@@ -104,7 +104,8 @@ class SeededImages(torch.utils.data.Dataset):
         self.n = len(dataset)
         base = np.asarray(dataset.targets, dtype=np.int64)
         self.targets = np.tile(base, self.views)
-        self.classes, self.name, self.split = list(dataset.classes), dataset.name, dataset.split
+        self.classes = list(dataset.classes)
+        self.name, self.split = getattr(dataset, "name", type(dataset).__name__), getattr(dataset, "split", "?")
 
     def __len__(self) -> int:
         return self.n * self.views

@@ -125,6 +125,13 @@ def test_stream_without_validation_splits_its_images(setup):
     # a stream as the validation set: one clean pass
     ref2 = pyred.train_probes(stream(setup, augment=None), None, S, X_val=val, seed=3, **OPTS)
     torch.testing.assert_close(ref2.val_accuracy, res.val_accuracy)
+    # and as the test set
+    ev = res.evaluate(val)
+    torch.testing.assert_close(ev.accuracy, res.evaluate(Xv, yv).accuracy)
+    with pytest.raises(ValueError, match="y_test: a FeatureStream carries its own labels"):
+        res.evaluate(val, yv)
+    with pytest.raises(ValueError, match="y_test: expected"):
+        res.evaluate(Xv)
 
 
 def test_bad_input(setup):

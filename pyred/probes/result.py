@@ -75,11 +75,20 @@ class ProbeResult:
                  for s in range(0, x.shape[0], batch_size)]
         return torch.cat(parts, dim=1) + self.biases[:, None, :]
 
-    def evaluate(self, X_test: Any, y_test: Any, batch_size: int = 4096) -> ProbeEvaluation:
+    def evaluate(self, X_test: Any, y_test: Any = None, batch_size: int = 4096) -> ProbeEvaluation:
         """Accuracy, per-class accuracy and predictions of every head on a test set.
 
-        X_test: (n, d) float features; y_test: (n,) integer labels in [0, C).
+        X_test: (n, d) float features; y_test: (n,) integer labels in [0, C). Or a
+        :class:`pyred.FeatureStream` with y_test=None: its features, one pass in dataset order.
         """
+        from ..stream import is_stream
+
+        if is_stream(X_test):
+            if y_test is not None:
+                raise ValueError("y_test: a FeatureStream carries its own labels; pass None")
+            X_test, y_test = X_test.collect()
+        elif y_test is None:
+            raise ValueError("y_test: expected (n,) labels for X_test (None only with a FeatureStream)")
         x, kind = float_matrix(X_test, "X_test")
         x = x.to(self.weights.device, self.weights.dtype)
         y = labels(y_test, x.shape[0], "y_test", x.device)

@@ -1,0 +1,118 @@
+"""The paper's augmentation applied on the device (batched): each step against torchvision's tensor
+functions, the parameters against the PIL road's draws, and FeatureStream(augment_on="device")."""
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.functional as F
+from PIL import Image
+
+import pyred
+from pyred.device_augment import N_PARAMS, RawImage, apply
+from pyred.stream import FeatureStream, subset
+from pyred.transforms import SeededImages, train_transform
+
+IDENTITY = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+
+
+def smooth(rng, B=3, H=48, W=64):
+    """Smooth random images (sums of a few low-frequency waves) in [0, 1], so resampling differences stay small."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, H), torch.linspace(0, 1, W), indexing="ij")
+    out = torch.zeros(B, 3, H, W)
+    for _ in range(3):
+        a, b, c = (torch.tensor(rng.uniform(0.5, 3, size=(B, 3, 1, 1)), dtype=torch.float32) for _ in range(3))
+        out += torch.sin(a * xx + b * yy + c)
+    return (out - out.amin((2, 3), keepdim=True)) / (out.amax((2, 3), keepdim=True) - out.amin((2, 3), keepdim=True))
+
+
+def params(y0=0.0, x0=0.0, h=1.0, w=1.0, flip=0, order=(0, 1, 2), factors=(1.0, 1.0, 1.0), angle=0.0):
+    return torch.tensor([y0, x0, h, w, flip, *order, *factors, angle], dtype=torch.float64)
+
+
+def test_each_step_matches_torchvision(rng):
+    x = smooth(rng)
+    # crop (rows 12..36, cols 16..48 of 48 x 64) + resize + flip
+    p = params(0.25, 0.25, 0.5, 0.5, flip=1).expand(3, N_PARAMS)
+    ref = F.hflip(F.resized_crop(x, 12, 16, 24, 32, [32, 32], antialias=False))
+    torch.testing.assert_close(apply(x, p, 32, *IDENTITY), ref, rtol=0, atol=1e-5)
+    # colour jitter in each image's own order, against brightness / contrast / saturation one by one
+    xs = F.resize(x, [40, 40], antialias=False)
+    orders = [(1, 0, 2), (2, 1, 0), (0, 2, 1)]
+    facs = [(1.2, 0.8, 1.25), (0.76, 1.1, 0.9), (1.05, 0.77, 1.2)]
+    p = torch.stack([params(order=o, factors=f) for o, f in zip(orders, facs)])
+    ops = [F.adjust_brightness, F.adjust_contrast, F.adjust_saturation]
+    got = apply(xs, p, 40, *IDENTITY)
+    for i, (o, f) in enumerate(zip(orders, facs)):
+        ref = xs[i:i + 1]
+        for op in o:
+            ref = ops[op](ref, f[op])
+        torch.testing.assert_close(got[i:i + 1], ref, rtol=0, atol=1e-5)
+    # rotation (counter-clockwise, black corners), and the normalisation
+    p = torch.stack([params(angle=a) for a in (1.7, -2.0, 0.3)])
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    ref = torch.cat([F.normalize(F.rotate(xs[i:i + 1], a, interpolation=F.InterpolationMode.BILINEAR), mean, std)
+                     for i, a in enumerate((1.7, -2.0, 0.3))])
+    torch.testing.assert_close(apply(xs, p, 40, mean, std), ref, rtol=0, atol=1e-4)
+    # uint8 input is scaled by 1/255
+    u8 = (xs * 255).round().to(torch.uint8)
+    torch.testing.assert_close(apply(u8, params().expand(3, N_PARAMS), 40, *IDENTITY), u8.float() / 255,
+                               rtol=0, atol=1e-6)
+
+
+def test_same_draws_as_the_pil_road():
+    """Under one image seed both roads draw the same crop, flip, jitter and angle, so their images
+    differ only by resampling (PIL's uint8 bilinear against grid_sample)."""
+    ds = subset(pyred.datasets.load("digits", "train"), np.arange(24))
+    pil = SeededImages(ds, train_transform(64, *IDENTITY), seed=5)
+    raw = SeededImages(ds, RawImage(), seed=5)
+    a = torch.stack([pil[(1, i)][0] for i in range(24)])
+    items = [raw[(1, i)][0] for i in range(24)]
+    b = apply(torch.stack([x for x, _ in items]), torch.stack([p for _, p in items]), 64, *IDENTITY)
+    assert (a - b).abs().mean() < 0.03
+    other = SeededImages(ds, RawImage(), seed=6)
+    items = [other[(1, i)][0] for i in range(24)]
+    c = apply(torch.stack([x for x, _ in items]), torch.stack([p for _, p in items]), 64, *IDENTITY)
+    assert (a - c).abs().mean() > 3 * (a - b).abs().mean()  # another seed: other draws, far apart
+
+
+def test_stream_on_the_device_road():
+    torch.manual_seed(0)
+    bb = pyred.Backbone("resnet18", pretrained=False)
+    ds = subset(pyred.datasets.load("digits", "train"), np.arange(40))
+    kw = dict(batch_size=16, image_size=32, seed=3, shuffle=False)
+    dev = FeatureStream(bb, ds, augment_on="device", **kw)
+    cpu = FeatureStream(bb, ds, **kw)
+    Xd, Xc = torch.cat([x for x, _ in dev]), torch.cat([x for x, _ in cpu])
+    assert Xd.shape == Xc.shape == (40, 512)
+    rel = (Xd - Xc).norm() / Xc.norm()
+    assert rel < 0.2, rel  # same augmentations, other resampling
+    again = torch.cat([x for x, _ in FeatureStream(bb, ds, augment_on="device", **kw)])
+    torch.testing.assert_close(again, Xd, rtol=0, atol=0)
+    S = pyred.draw_subsets(512, [0.1, 0.5], seeds=[1])
+    res = pyred.train_probes(dev, None, S, epochs=1, progress=False)  # its split: a clean validation stream
+    assert res.weights.shape == (S.nnz, 10)
+    with pytest.raises(ValueError, match="augment_on: expected one of"):
+        FeatureStream(bb, ds, augment_on="gpu")
+    with pytest.raises(ValueError, match="augment_on: 'device' .* needs augment='paper'"):
+        FeatureStream(bb, ds, augment=None, augment_on="device")
+
+
+class Mixed(torch.utils.data.Dataset):
+    """Images of two sizes."""
+
+    targets, classes, name, split = np.array([0, 1, 0, 1]), ["a", "b"], "mixed", "train"
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return Image.new("RGB", (20 + 10 * (i % 2), 24), color=(40 * i, 90, 200)), int(self.targets[i])
+
+
+def test_mixed_sizes_need_load_size():
+    bb = pyred.Backbone("resnet18", pretrained=False)
+    s = FeatureStream(bb, Mixed(), augment_on="device", batch_size=4, image_size=32)
+    with pytest.raises(ValueError, match="load_size: augment_on='device' batches the decoded images"):
+        next(iter(s))
+    ok = FeatureStream(bb, Mixed(), augment_on="device", batch_size=4, image_size=32, load_size=28)
+    assert next(iter(ok))[0].shape == (4, 512)
