@@ -117,6 +117,24 @@ def find(model: str) -> PaperModel | None:
     return None
 
 
+def backbone(key: str, weights: str | None = None, **kwargs):
+    """``pyred.Backbone`` for the paper's model ``key`` (see MODELS): timm's own pretrained tag where the
+    paper's checkpoint is one, else ``weights`` = the downloaded checkpoint file (its source is named in
+    the error when missing). ``kwargs`` go to Backbone (layer, pool, ...)."""
+    from .backbones import Backbone
+
+    if key not in MODELS:
+        from ._checks import did_you_mean
+
+        raise ValueError(f"key: {key!r} is not one of the paper's models{did_you_mean(key, MODELS)}; "
+                         f"expected one of {sorted(MODELS)}")
+    m = MODELS[key]
+    if m.checkpoint != "timm" and weights is None and kwargs.get("pretrained", True):
+        raise ValueError(f"weights: {key!r} comes from {m.checkpoint} ({m.checkpoint_format} format), which "
+                         f"timm does not download; pass weights= the local file")
+    return Backbone(m.timm_name, weights=weights, **kwargs)
+
+
 def recipe_defaults(model: str, dataset: str) -> dict:
     """The paper's "sgd" options for ``model`` on ``dataset`` (weight decay and batch size from the
     dataset, epochs and step from the model's script family); {} where the paper has no entry."""

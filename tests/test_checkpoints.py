@@ -172,3 +172,26 @@ def test_paper_normalization_option():
     assert bb.transform_id(paper=True, size=32) != bb.transform_id(paper=True, size=32, normalization="imagenet")
     with pytest.raises(ValueError, match="normalization: expected one of"):
         bb.transform(paper=True, normalization="cifar")
+
+
+def test_paper_backbone_needs_the_file_where_timm_has_none(source, tmp_path):
+    with pytest.raises(ValueError, match="weights: 'resnet50_l2_eps3' comes from Salman et al. 2020 .*"
+                                         "resnet-50-l2-eps3.ckpt \\(robustness format\\)"):
+        paper.backbone("resnet50_l2_eps3")
+    with pytest.raises(ValueError, match="key: 'resnet50_l2' is not one of the paper's models; did you mean"):
+        paper.backbone("resnet50_l2")
+    path = tmp_path / "resnet-18-l2-eps3.ckpt"
+    torch.save(robustness({k: v.clone() for k, v in source.state_dict().items()}, "module."), path)
+    bb = paper.backbone("resnet18_l2_eps3", weights=path)
+    same_weights(bb.model, source)
+    assert bb.dim == paper.MODELS["resnet18_l2_eps3"].dim
+
+
+@pytest.mark.slow
+def test_the_tables_widths_are_the_models():
+    """d in pyred.paper.MODELS is what each timm architecture's penultimate layer gives."""
+    seen = {}
+    for m in paper.MODELS.values():
+        if m.timm_name not in seen:
+            seen[m.timm_name] = pyred.Backbone(m.timm_name, pretrained=False).dim
+        assert seen[m.timm_name] == m.dim, m.key

@@ -43,7 +43,7 @@ def run_unit(cfg: StudyConfig, unit: Unit, data: LayerData, views: ViewCache, pr
     if cfg.recipe == "sgd":
         options["init_seeds"] = [head_init_seed(unit.method, r.fraction, r.seed) for r in rows]
         # Same layout whatever the chunking: chosen from the whole plan.
-        num_classes = int(max(np.max(data.y_test), np.max(data.y_val) if data.y_val is not None else 0)) + 1
+        num_classes = len(data.class_names) if data.class_names else int(np.max(data.y_train)) + 1
         options.setdefault("layout", choose_layout(S, data.dim, torch.device(cfg.device or "cpu"), num_classes))
     X_val = None if data.X_val is None else views.apply(unit.view, data.X_val)
     y_val = None if data.y_val is None else np.asarray(data.y_val)
