@@ -76,19 +76,39 @@ class _Columns:
         for a in range(0, x.shape[1], block):
             mean[a:a + block] = x[:, a:a + block].mean(0, dtype=F64)
         self.mean = mean.to(self.cd)
+        self.bounds = symmetric_tiles(x.shape[0], x.device)
 
     def gram_of(self, cols: torch.Tensor, out: torch.Tensor) -> None:
-        """out += Xc[:, cols] Xc[:, cols]^T (n x n float64), streamed over blocks of cols."""
+        """out += Xc[:, cols] Xc[:, cols]^T (n x n float64), streamed over blocks of cols -- on the
+        upper block triangle only (diagonal tiles whole): call ``symmetric(out)`` before reading out."""
+        b = self.bounds
         for a in range(0, cols.numel(), self.block):
             c = cols[a:a + self.block]
             z = torch.index_select(self.x, 1, c).to(self.cd).sub_(self.mean[c])
-            out += (z @ z.T).to(F64)
+            for i in range(len(b) - 1):  # row tile i against rows b[i]: (the tiles right of the diagonal)
+                out[b[i]:b[i + 1], b[i]:] += (z[b[i]:b[i + 1]] @ z[b[i]:].T).to(F64)
+
+    def symmetric(self, out: torch.Tensor) -> torch.Tensor:
+        """Fills the lower off-diagonal tiles of ``out`` from the upper ones (in place); returns it."""
+        b = self.bounds
+        for i in range(len(b) - 2):
+            out[b[i + 1]:, b[i]:b[i + 1]] = out[b[i]:b[i + 1], b[i + 1]:].T
+        return out
 
     def full_gram(self) -> torch.Tensor:
         n, d = self.x.shape
         out = torch.zeros(n, n, dtype=F64, device=self.x.device)
         self.gram_of(torch.arange(d, device=self.x.device), out)
-        return out
+        return self.symmetric(out)
+
+
+def symmetric_tiles(n: int, device: torch.device) -> list[int]:
+    """Row bounds of the tiles an n x n Gram is accumulated in. A symmetric product needs only the
+    tiles on and above the diagonal: t tiles do (t + 1) / (2 t) of the full product's multiply-adds
+    (t = 8: 56 %). On the CPU tiles of at least 128 rows keep BLAS at speed; on CUDA one tile (cuBLAS's
+    full GEMM) until the tiling has been timed there."""
+    t = 1 if torch.device(device).type != "cpu" else max(1, min(8, n // 128))
+    return [round(i * n / t) for i in range(t + 1)]
 
 
 def chain_grams(x: torch.Tensor, S: Subsets, cols: "_Columns"):
@@ -105,7 +125,7 @@ def chain_grams(x: torch.Tensor, S: Subsets, cols: "_Columns"):
             start, size = offsets[k], offsets[k + 1] - offsets[k]
             cols.gram_of(indices[start + done:start + size], K)  # the columns this member adds
             done = size
-            yield k, K
+            yield k, cols.symmetric(K)
 
 
 def linear_hsic(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:

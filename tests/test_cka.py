@@ -224,7 +224,7 @@ def test_properties(shape, seed, debiased):
 # -- the sample road: n x n Grams along chains of nested subsets ------------------------------------------
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("debiased", [False, True])
-@pytest.mark.parametrize("n, d", [(60, 12), (40, 40), (25, 300)])
+@pytest.mark.parametrize("n, d", [(60, 12), (40, 40), (25, 300), (300, 50)])  # n = 300: two Gram tiles on the CPU
 def test_both_roads_match_the_gram_reference(rng, device, debiased, n, d):
     X = features(rng, n, d)
     nested = pyred.draw_subsets(d, [0.04, 0.1, 0.5, 0.9, 1.0], [1, 2])
@@ -264,6 +264,23 @@ def test_sample_road_float32_meets_the_1e6_rule_and_chains_follow_nesting(rng):
         K = Xc[:, s.numpy()] @ Xc[:, s.numpy()].T
         want.append(np.sum(K * L) / np.sqrt(np.sum(K * K) * np.sum(L * L)))
     np.testing.assert_allclose(pyred.subset_cka(X, S, route="samples"), want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("n", [129, 256, 1030])
+def test_tiled_symmetric_grams_are_whole(rng, n):
+    """The sample road accumulates only the Gram tiles on and above the diagonal (t tiles: (t+1)/(2t)
+    of the work); every Gram it hands out must be whole and symmetric."""
+    from pyred.sample_gram import _Columns, chain_grams
+
+    X = rng.normal(size=(n, 90)) + 2.0
+    Xc = X - X.mean(0)
+    cols = _Columns(torch.tensor(X), block=32)
+    assert len(cols.bounds) - 1 == min(8, n // 128)
+    np.testing.assert_allclose(cols.full_gram().numpy(), Xc @ Xc.T, rtol=1e-12, atol=1e-9)
+    S = pyred.draw_subsets(90, [0.1, 0.5, 1.0], [1, 2])
+    for k, K in chain_grams(torch.tensor(X), S, cols):
+        idx = S[k].numpy()
+        np.testing.assert_allclose(K.numpy(), Xc[:, idx] @ Xc[:, idx].T, rtol=1e-12, atol=1e-9)
 
 
 def test_sample_road_streams_wide_layers(rng):
