@@ -12,7 +12,10 @@ over the columns per chain of nested subsets gives every subset of the chain,
 O(n^2 d) per chain instead of per subset. Subsets that nest in no chain get a
 Gram of their own. Columns are streamed in blocks (centred in float64,
 multiplied in the input's precision, accumulated in float64), so memory is
-O(n^2 + n b) whatever d is, and X is never copied whole.
+O(n^2 + n b) whatever d is, and X is never copied in float64; on the CPU a
+transposed copy of X in the compute precision (float32 for float32 input) is
+kept when it takes at most 2 GiB, since gathering its rows is 2.5x faster than
+gathering X's columns.
 """
 
 from __future__ import annotations
@@ -77,14 +80,24 @@ class _Columns:
             mean[a:a + block] = x[:, a:a + block].mean(0, dtype=F64)
         self.mean = mean.to(self.cd)
         self.bounds = symmetric_tiles(x.shape[0], x.device)
+        # On the CPU, gathering columns of a row-major X is the slow part (2.5x a row gather of X^T,
+        # measured at n = 500): keep X^T in the compute precision when it fits TRANSPOSE_MAX_BYTES.
+        n, d = x.shape
+        self.xt = None
+        if x.device.type == "cpu" and n * d * torch.finfo(self.cd).bits // 8 <= TRANSPOSE_MAX_BYTES:
+            self.xt = x.T.to(self.cd).contiguous()
 
     def gram_of(self, cols: torch.Tensor, out: torch.Tensor) -> None:
         """out += Xc[:, cols] Xc[:, cols]^T (n x n float64), streamed over blocks of cols -- on the
         upper block triangle only (diagonal tiles whole): call ``symmetric(out)`` before reading out."""
         b = self.bounds
         for a in range(0, cols.numel(), self.block):
-            c = cols[a:a + self.block]
-            z = torch.index_select(self.x, 1, c).to(self.cd).sub_(self.mean[c])
+            c = cols[a:a + self.block].sort().values  # a Gram is a sum over columns: any order, and sorted
+            if self.xt is not None:                   # gathers read memory in order
+                zt = torch.index_select(self.xt, 0, c).sub_(self.mean[c][:, None])  # (b, n)
+                z = zt.T
+            else:
+                z = torch.index_select(self.x, 1, c).to(self.cd).sub_(self.mean[c])  # (n, b)
             for i in range(len(b) - 1):  # row tile i against rows b[i]: (the tiles right of the diagonal)
                 out[b[i]:b[i + 1], b[i]:] += (z[b[i]:b[i + 1]] @ z[b[i]:].T).to(F64)
 
@@ -100,6 +113,9 @@ class _Columns:
         out = torch.zeros(n, n, dtype=F64, device=self.x.device)
         self.gram_of(torch.arange(d, device=self.x.device), out)
         return self.symmetric(out)
+
+
+TRANSPOSE_MAX_BYTES = 2 * 2**30
 
 
 def symmetric_tiles(n: int, device: torch.device) -> list[int]:
