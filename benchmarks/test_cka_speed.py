@@ -176,9 +176,10 @@ def test_subset_cka_wide_layer(timed, X_wide, impl):
     OUTPUTS[(group, impl)] = got
     ref = "pyred (debiased)" if impl.startswith("pytorch-cka") else "pyred"
     if impl != ref and not impl.startswith("pyred") and (group, ref) in OUTPUTS:
-        # pytorch-cka clamps to [0, 1] and computes in float32
+        # pytorch-cka clamps to [0, 1] and computes in float32: at n = 1000, d = 200k its values sit up to
+        # 2.5e-3 (relative) from pyred's, and pyred's within 2e-11 of a float64 reference (3 subsets checked)
         want = OUTPUTS[(group, ref)].cpu().clamp(0, 1)
-        torch.testing.assert_close(got.cpu(), want, rtol=2e-3, atol=1e-4)
+        torch.testing.assert_close(got.cpu(), want, rtol=5e-3, atol=1e-4)
 
 
 # -- RBF kernel ----------------------------------------------------------------------------------
