@@ -158,6 +158,9 @@ def test_bad_input(setup):
         pyred.train_probes(s, np.zeros(96), S)
     with pytest.raises(ValueError, match="batch_size: the stream yields batches of 32"):
         pyred.train_probes(s, None, S, batch_size=64)
+    with pytest.raises(ValueError, match="device: the stream computes on cpu"):
+        pyred.train_probes(s, None, S, device="meta")
+    assert pyred.train_probes(s, None, S, device="cpu", epochs=1, progress=False).weights.device.type == "cpu"
     with pytest.raises(ValueError, match="num_classes: the stream has 10 classes"):
         pyred.train_probes(s, None, S, num_classes=12)
     with pytest.raises(ValueError, match="X_val: expected 512 features"):

@@ -94,7 +94,9 @@ def prepare_stream(stream, y_train, X_val, y_val, num_classes, device, need_val:
     or from the stream's own 90/10 split of its dataset."""
     if y_train is not None:
         raise ValueError("y_train: a FeatureStream carries its own labels; pass None")
-    if device is not None and torch.device(device) != stream.device:
+    want = torch.device(device) if device is not None else stream.device
+    if want.type != stream.device.type or None not in (want.index, stream.device.index) and \
+            want.index != stream.device.index:  # "cuda" and "cuda:0" may name one device
         raise ValueError(f"device: the stream computes on {stream.device}; build the FeatureStream with "
                          f"device={device!r} instead")
     if num_classes is not None and check.integer(num_classes, "num_classes") != stream.num_classes:
