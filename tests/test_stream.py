@@ -52,6 +52,8 @@ def test_k_heads_from_one_stream_equal_k_trainings_with_their_own_forwards(setup
     S = pyred.draw_subsets(s.dim, [0.02, 0.3], seeds=[1, 2])
     together = pyred.train_probes(s, None, S, X_val=Xv, y_val=yv, seed=3, **OPTS)
     assert s.epoch == 3 and s.last_pass["images"] == 96
+    assert pyred.train_probes(stream(setup, augment=None, batch_size=48), None, S[:1], X_val=Xv, y_val=yv,
+                              epochs=1, progress=False).options["batch_size"] == 48
     for k in range(len(S)):
         # the reference code's way: a training of its own, running the backbone on its own augmented batches
         alone = pyred.train_probes(stream(setup, augment="paper"), None, S[k:k + 1], X_val=Xv, y_val=yv,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from .. import _checks as check
@@ -46,7 +47,7 @@ def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: 
         and "ridge" split off a fixed-seed 10 % of the training set (the
         reference code's 90/10 split; for a stream, 10 % of its images, validated clean).
       num_classes: C; max label + 1 when None.
-      seed: "sgd": the minibatch order's seed; head k is initialised as
+      seed: "sgd": the minibatch order's seed (a FeatureStream's order comes from its own seed); head k is initialised as
         ``torch.nn.Linear(m_k, C)`` under seed + k (or ``init_seeds[k]``).
       device: where to train; X_train's device when None.
       progress: show a progress bar (tqdm).
@@ -80,6 +81,7 @@ def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: 
         if "batch_size" in recipe_options and int(recipe_options["batch_size"]) != X_train.batch_size:
             raise ValueError(f"batch_size: the stream yields batches of {X_train.batch_size}; set the batch size "
                              f"on the FeatureStream, not here (got batch_size={recipe_options['batch_size']})")
+        options = dataclasses.replace(options, batch_size=X_train.batch_size)  # what the result reports
     data = prepare(X_train, y_train, X_val, y_val, num_classes, device, r.needs_validation, groups=groups)
     S = as_subsets(subsets, data.dim)
     if len(S) == 0:
