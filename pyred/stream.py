@@ -48,12 +48,15 @@ class FeatureStream:
         "half" (0.5/0.5) or (mean, std).
       amp: autocast the backbone (bfloat16 on the CPU, float16 on CUDA);
         ``channels_last``: None for "on CUDA".
-      augment_on: "cpu" (PIL transforms in the DataLoader) or "device": the CPU only
-        decodes and draws each image's parameters (the same draws as the CPU road),
-        and the batch is cropped, flipped, jittered and rotated on the device
-        (:mod:`pyred.device_augment`) -- for GPUs that the CPU cannot keep fed.
-        Images must share one size, or give ``load_size`` to resize each to
-        load_size x load_size on the CPU first.
+      augment_on: "auto" ("device" for augment="paper" on CUDA, else "cpu"), "cpu"
+        (PIL transforms in the DataLoader) or "device": the CPU only decodes and
+        draws each image's parameters (the same draws as the CPU road), and the
+        batch is cropped, flipped, jittered and rotated on the device
+        (:mod:`pyred.device_augment`) -- so the CPU does not throttle a GPU. Images
+        of different sizes in one batch are resized to the batch's largest height
+        and width first (crop boxes are fractions of the image, so they keep their
+        content); ``load_size`` resizes every image to load_size x load_size on the
+        CPU instead (to cap the transfer for large images).
       dtype: the dtype of X (float32; float64 for exact comparisons).
       num_classes: C; ``len(dataset.classes)`` when None. Every label must be in [0, C).
 
@@ -66,7 +69,7 @@ class FeatureStream:
                  batch_size: int = 256, device: Any = None, num_workers: int = 0, seed: int = 0,
                  shuffle: bool = True, image_size: int = 224, normalization: Any = "model", amp: bool = False,
                  channels_last: bool | None = None, dtype: torch.dtype = torch.float32, drop_last: bool = False,
-                 num_classes: int | None = None, augment_on: str = "cpu", load_size: int | None = None):
+                 num_classes: int | None = None, augment_on: str = "auto", load_size: int | None = None):
         if not isinstance(backbone, torch.nn.Module):
             raise TypeError(f"backbone: expected a torch module (a pyred.Backbone), got {type(backbone).__name__}")
         for attr in ("targets", "classes"):
@@ -90,7 +93,10 @@ class FeatureStream:
             channels_last, "channels_last")
         self.augment, self._normalization = augment, normalization
         self.mean, self.std = _normalization(backbone, normalization, augment)
-        self.augment_on = check.choice(augment_on, "augment_on", ("cpu", "device"))
+        check.choice(augment_on, "augment_on", ("auto", "cpu", "device"))
+        if augment_on == "auto":  # a GPU is fed by augmenting on it; a CPU runs PIL in the loader
+            augment_on = "device" if self.device.type == "cuda" and augment == "paper" else "cpu"
+        self.augment_on = augment_on
         self.load_size = check.optional_integer(load_size, "load_size", min=1)
         if augment_on == "device" and augment != "paper":
             raise ValueError(f"augment_on: 'device' applies the paper's augmentation on the device; it needs "
@@ -225,12 +231,16 @@ class FeatureStream:
 
 
 def _collate_raw(items):
-    """((uint8 images (B, 3, H, W), parameters (B, P)), labels (B,)) for the device road."""
+    """((images (B, 3, H, W), parameters (B, P)), labels (B,)) for the device road: uint8 images when
+    they share one size, else float images in [0, 1] resized (bilinear) to the largest H and W."""
     sizes = {tuple(img.shape) for (img, _), _ in items}
-    if len(sizes) > 1:
-        raise ValueError(f"load_size: augment_on='device' batches the decoded images, but they come in "
-                         f"{len(sizes)} sizes ({sorted(sizes)[:3]}...); pass load_size=N to resize each to N x N")
-    images = torch.stack([img for (img, _), _ in items])
+    if len(sizes) == 1:
+        images = torch.stack([img for (img, _), _ in items])
+    else:
+        H, W = max(s[1] for s in sizes), max(s[2] for s in sizes)
+        images = torch.cat([torch.nn.functional.interpolate(img[None].float() / 255, size=(H, W), mode="bilinear",
+                                                            align_corners=False, antialias=True)
+                            for (img, _), _ in items])
     params = torch.stack([p for (_, p), _ in items])
     return (images, params), torch.tensor([label for _, label in items], dtype=torch.int64)
 

@@ -109,10 +109,27 @@ class Mixed(torch.utils.data.Dataset):
         return Image.new("RGB", (20 + 10 * (i % 2), 24), color=(40 * i, 90, 200)), int(self.targets[i])
 
 
-def test_mixed_sizes_need_load_size():
+def test_mixed_sizes_are_resized_to_the_batchs_largest():
+    from pyred.stream import _collate_raw
+
+    raw = SeededImages(Mixed(), RawImage(), seed=0)
+    items = [(raw[(0, i)][0], raw[(0, i)][1]) for i in range(4)]
+    (images, p), y = _collate_raw(items)
+    assert images.shape == (4, 3, 24, 30) and images.dtype == torch.float32 and float(images.max()) <= 1.0
+    small = items[0][0][0]  # 24 x 20, stretched to 24 x 30: a uniform colour stays that colour
+    torch.testing.assert_close(images[0], small.float().div(255).expand(3, 24, 20)[:, :, :1].expand(3, 24, 30))
+    assert y.tolist() == [0, 1, 0, 1] and p.shape == (4, N_PARAMS)
+    (same, _), _ = _collate_raw(items[1::2])  # one size: kept as uint8
+    assert same.dtype == torch.uint8 and same.shape == (2, 3, 24, 30)
     bb = pyred.Backbone("resnet18", pretrained=False)
-    s = FeatureStream(bb, Mixed(), augment_on="device", batch_size=4, image_size=32)
-    with pytest.raises(ValueError, match="load_size: augment_on='device' batches the decoded images"):
-        next(iter(s))
-    ok = FeatureStream(bb, Mixed(), augment_on="device", batch_size=4, image_size=32, load_size=28)
-    assert next(iter(ok))[0].shape == (4, 512)
+    for load_size in (None, 28):
+        s = FeatureStream(bb, Mixed(), augment_on="device", batch_size=4, image_size=32, load_size=load_size)
+        assert next(iter(s))[0].shape == (4, 512)
+
+
+def test_auto_augments_on_the_device_only_on_cuda():
+    bb = pyred.Backbone("resnet18", pretrained=False)
+    assert FeatureStream(bb, Mixed(), image_size=32).augment_on == "cpu"
+    if torch.cuda.is_available():
+        assert FeatureStream(bb, Mixed(), image_size=32, device="cuda").augment_on == "device"
+        assert FeatureStream(bb, Mixed(), augment=None, image_size=32, device="cuda").augment_on == "cpu"
