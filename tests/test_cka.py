@@ -266,6 +266,19 @@ def test_sample_road_float32_meets_the_1e6_rule_and_chains_follow_nesting(rng):
     np.testing.assert_allclose(pyred.subset_cka(X, S, route="samples"), want, rtol=1e-6)
 
 
+@pytest.mark.parametrize("n", [3, 4, 5, 8, 51, 200])
+def test_median_of_distances_is_the_median_of_all_entries(rng, n):
+    from pyred.sample_gram import median_of_distances
+
+    for ties in (False, True):
+        A = rng.random((n, n))
+        if ties:
+            A = np.round(A * 3) / 3  # many equal distances, some zero off the diagonal
+        D = A + A.T
+        np.fill_diagonal(D, 0.0)
+        assert float(median_of_distances(torch.tensor(D))) == np.median(D)
+
+
 @pytest.mark.parametrize("n", [129, 256, 1030])  # 1, 2 and 4 tiles
 def test_tiled_symmetric_grams_are_whole(rng, n):
     """The sample road accumulates only the Gram tiles on and above the diagonal (t tiles: (t+1)/(2t)
