@@ -69,6 +69,11 @@ def test_the_paper_table_sets_each_pairs_options_and_grid(tmp_path):
     assert identity(mine)["fractions"] == [0.1]
 
 
+def test_workers_only_change_how_the_work_runs(tmp_path):
+    base = identity(load_config(None, out=str(tmp_path), protocol="paper"))
+    assert identity(load_config(None, out=str(tmp_path), protocol="paper", num_workers=2)) == base
+
+
 def test_the_default_configuration_keeps_its_id(tmp_path):
     """The protocol and the paper's table must not move configurations they do not touch: the default
     study had this id before they existed, and its stored results stay its results."""
@@ -83,6 +88,8 @@ def test_the_default_configuration_keeps_its_id(tmp_path):
     (["--protocol", "views", "--views", "0"], "views: expected an integer >= 1, got 0"),
     (["--protocol", "paper", "--image-size", "4"], "image_size: expected an integer >= 8, got 4"),
     (["--protocol", "paper", "--recipe", "lbfgs"], "recipe: protocol 'paper' trains on a stream"),
+    (["--views", "3"], "views: only protocol 'views' uses views (protocol is 'features')"),
+    (["--workers", "-1"], "num_workers: expected an integer >= 0, got -1"),
 ])
 def test_bad_protocol_settings(tmp_path, capsys, args, message):
     out = tmp_path / "never"

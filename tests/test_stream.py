@@ -247,3 +247,10 @@ def test_wide_layer_stream_matches_the_dense_road(setup):
     assert online.options["layout"] == "gathered" and len(S) == 12
     torch.testing.assert_close(online.weights, dense.weights, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(online.biases, dense.biases, rtol=1e-4, atol=1e-6)
+
+
+def test_worker_processes_draw_the_same_augmentations(setup):
+    """Augmentation seeded per image and epoch: DataLoader workers change nothing."""
+    one = torch.cat([x for x, _ in stream(setup, augment="paper", num_workers=0)])
+    two = torch.cat([x for x, _ in stream(setup, augment="paper", num_workers=2)])
+    torch.testing.assert_close(two, one, rtol=0, atol=0)

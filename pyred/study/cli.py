@@ -60,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--image-size", type=int, dest="image_size",
                    help="the paper's Resize + CenterCrop (and crop) size (default 224 for views/paper; "
                         "features: the model's own transform)")
+    r.add_argument("--workers", type=int, dest="num_workers",
+                   help="DataLoader worker processes decoding (and on the CPU augmenting) images (default 0)")
     r.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     r.add_argument("--out", help="study folder (default pyred-run)")
     r.add_argument("--no-report", action="store_true", help="skip the plots and report.md")
@@ -123,7 +125,8 @@ def _run(args) -> int:
 
     overrides = dict(models=args.models, datasets=args.datasets, features=args.features, fractions=args.fractions,
                      seeds=args.seeds, recipe=args.recipe, device=args.device, out=args.out, epochs=args.epochs,
-                     protocol=args.protocol, views=args.views, image_size=args.image_size)
+                     protocol=args.protocol, views=args.views, image_size=args.image_size,
+                     num_workers=args.num_workers)
     if args.no_report:
         overrides["report"] = False
     cfg = load_config(args.config, **overrides)

@@ -94,6 +94,7 @@ class StudyConfig:
     batch_size: int | None = None
     cache_dir: str | None = None
     head_chunks: int = 1
+    num_workers: int = 0  # DataLoader workers decoding (and, on the CPU, augmenting) images
     report: bool = True
 
     def fractions_for(self, model: str) -> tuple:
@@ -119,7 +120,7 @@ class StudyConfig:
         return d
 
 
-RUN_ONLY = ("out", "device", "batch_size", "cache_dir", "head_chunks", "report")
+RUN_ONLY = ("out", "device", "batch_size", "cache_dir", "head_chunks", "num_workers", "report")
 KEYS = [f.name for f in dataclasses.fields(StudyConfig)]
 
 
@@ -133,7 +134,7 @@ def load_config(path: str | None = None, **overrides: Any) -> StudyConfig:
     """A validated StudyConfig from a TOML file (or the default) and command-line overrides.
 
     Overrides (None: not given): models (timm names), datasets, features (an .npz path),
-    fractions, seeds, recipe, device, out, epochs (sgd epochs), protocol, views, image_size.
+    fractions, seeds, recipe, device, out, epochs (sgd epochs), protocol, views, image_size, num_workers.
     """
     raw: dict = {}
     source = "the default"
@@ -207,6 +208,8 @@ def _typed(values: dict) -> dict:
             out[key] = _guard(lambda: check.integer(v, key, min=2))
         elif key in ("full_layer_seed",):
             out[key] = _guard(lambda: check.integer(v, key, min=0))
+        elif key == "num_workers":
+            out[key] = _guard(lambda: check.integer(v, key, min=0))
         elif key in ("head_chunks",):
             out[key] = _guard(lambda: check.integer(v, key, min=1))
         elif key == "batch_size":
@@ -259,6 +262,9 @@ def validate(cfg: StudyConfig) -> None:
         raise ConfigError("datasets: models given as features files take datasets = [\"features\"]")
     if cfg.fractions is not None and not cfg.fractions:
         raise ConfigError("fractions: the grid is empty")
+    if cfg.views != 5 and cfg.protocol != "views":
+        raise ConfigError(f"views: only protocol 'views' uses views (protocol is {cfg.protocol!r}); set "
+                          "protocol = \"views\" or drop views")
     if cfg.protocol != "features":
         if any(m.features for m in cfg.models):
             raise ConfigError(f"protocol: {cfg.protocol!r} runs the backbone on images; models given as features "
