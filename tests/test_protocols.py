@@ -72,6 +72,9 @@ def test_the_paper_table_sets_each_pairs_options_and_grid(tmp_path):
 def test_workers_only_change_how_the_work_runs(tmp_path):
     base = identity(load_config(None, out=str(tmp_path), protocol="paper"))
     assert identity(load_config(None, out=str(tmp_path), protocol="paper", num_workers=2)) == base
+    # AMP changes the features, so it changes the configuration
+    amp = identity(load_config(None, out=str(tmp_path), protocol="paper", amp=True))
+    assert amp["amp"] is True and config_id(amp) != config_id(base)
 
 
 def test_the_default_configuration_keeps_its_id(tmp_path):
@@ -90,10 +93,11 @@ def test_the_default_configuration_keeps_its_id(tmp_path):
     (["--protocol", "paper", "--recipe", "lbfgs"], "recipe: protocol 'paper' trains on a stream"),
     (["--views", "3"], "views: only protocol 'views' uses views (protocol is 'features')"),
     (["--workers", "-1"], "num_workers: expected an integer >= 0, got -1"),
+    (["--protocol", "paper", "--image-size", "8.5"], "argument --image-size: invalid int value"),
 ])
 def test_bad_protocol_settings(tmp_path, capsys, args, message):
     out = tmp_path / "never"
-    if args[1] == "online":
+    if message.startswith("argument"):  # argparse's own errors
         with pytest.raises(SystemExit):
             main(["run", "--out", str(out), "--quiet"] + args)
         assert message in capsys.readouterr().err

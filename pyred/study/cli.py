@@ -62,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
                         "features: the model's own transform)")
     r.add_argument("--workers", type=int, dest="num_workers",
                    help="DataLoader worker processes decoding (and on the CPU augmenting) images (default 0)")
+    r.add_argument("--amp", action="store_true", default=None,
+                   help="run the backbone under autocast (float16 on CUDA, bfloat16 on the CPU)")
     r.add_argument("--device", help="cpu, cuda, cuda:1, ...")
     r.add_argument("--out", help="study folder (default pyred-run)")
     r.add_argument("--no-report", action="store_true", help="skip the plots and report.md")
@@ -126,7 +128,7 @@ def _run(args) -> int:
     overrides = dict(models=args.models, datasets=args.datasets, features=args.features, fractions=args.fractions,
                      seeds=args.seeds, recipe=args.recipe, device=args.device, out=args.out, epochs=args.epochs,
                      protocol=args.protocol, views=args.views, image_size=args.image_size,
-                     num_workers=args.num_workers)
+                     num_workers=args.num_workers, amp=args.amp)
     if args.no_report:
         overrides["report"] = False
     cfg = load_config(args.config, **overrides)

@@ -85,6 +85,7 @@ class StudyConfig:
     views: int = 5
     image_size: int | None = None  # None: "features" uses the model's own eval transform, the others 224
     normalization: str = "model"
+    amp: bool = False  # the backbone under autocast (bfloat16 on the CPU, float16 on CUDA)
     cka: bool = True
     cka_samples: int = 1000
     cka_debiased: bool = False
@@ -134,7 +135,8 @@ def load_config(path: str | None = None, **overrides: Any) -> StudyConfig:
     """A validated StudyConfig from a TOML file (or the default) and command-line overrides.
 
     Overrides (None: not given): models (timm names), datasets, features (an .npz path),
-    fractions, seeds, recipe, device, out, epochs (sgd epochs), protocol, views, image_size, num_workers.
+    fractions, seeds, recipe, device, out, epochs (sgd epochs), protocol, views, image_size, num_workers,
+    amp.
     """
     raw: dict = {}
     source = "the default"
@@ -194,7 +196,7 @@ def _typed(values: dict) -> dict:
             out[key] = _guard(lambda: check.string(v, key))
         elif key in ("device", "cache_dir"):
             out[key] = None if v is None else _guard(lambda: check.string(v, key))
-        elif key in ("cka", "cka_debiased", "report"):
+        elif key in ("cka", "cka_debiased", "report", "amp"):
             out[key] = _guard(lambda: check.boolean(v, key))
         elif key == "protocol":
             out[key] = _guard(lambda: check.choice(v, key, PROTOCOLS))
@@ -346,6 +348,8 @@ def identity(cfg: StudyConfig) -> dict:
                 pairs[f"{m.name}|{d}"] = resolved
     if pairs:
         out["recipe_options_by_pair"] = pairs
+    if cfg.amp:  # (absent when off, so earlier configurations keep their ids)
+        out["amp"] = True
     if cfg.protocol != "features" or cfg.image_size is not None:
         out["protocol"] = {"name": cfg.protocol, "image_size": cfg.eval_size(), "normalization": cfg.normalization}
         if cfg.protocol == "views":

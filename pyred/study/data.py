@@ -60,7 +60,7 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: str, dist: Dist
         bb = made["backbone"] = Backbone(model.name, pretrained=model.pretrained, weights=model.weights,
                                          layer=model.layer, pool=model.pool)
         common = dict(batch_size=cfg.batch_size, device=cfg.device, cache_dir=cache, progress=progress,
-                      num_workers=cfg.num_workers)
+                      num_workers=cfg.num_workers, amp=cfg.amp)
         for split in ("val", "test") if cfg.protocol == "paper" else ("train", "val", "test"):
             kw = dict(clean)
             if split == "train" and cfg.protocol == "views":  # V augmented views of every training image
@@ -80,7 +80,8 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: str, dist: Dist
 
     def stream(batch_size: int) -> FeatureStream:
         return FeatureStream(bb, train_images, augment="paper", batch_size=batch_size, device=cfg.device, seed=0,
-                             image_size=size, normalization=cfg.normalization, num_workers=cfg.num_workers)
+                             image_size=size, normalization=cfg.normalization, num_workers=cfg.num_workers,
+                             amp=cfg.amp)
 
     # where the training features come from: the weights, layer, pooling, augmentation, images and order seed
     probe = stream(1)
