@@ -75,6 +75,9 @@ def test_workers_only_change_how_the_work_runs(tmp_path):
     # AMP changes the features, so it changes the configuration
     amp = identity(load_config(None, out=str(tmp_path), protocol="paper", amp=True))
     assert amp["amp"] is True and config_id(amp) != config_id(base)
+    from pyred.study.config import describe_protocol
+
+    assert describe_protocol(amp).endswith("224 px, AMP)") and "AMP" not in describe_protocol(base)
 
 
 def test_the_default_configuration_keeps_its_id(tmp_path):

@@ -360,9 +360,11 @@ def identity(cfg: StudyConfig) -> dict:
 def describe_protocol(ident: dict) -> str:
     """The protocol of a configuration's identity, for people (the report's heading, ``pyred runs``)."""
     p = ident.get("protocol")
+    amp = ", AMP" if ident.get("amp") else ""
     if not p:
-        return "features (clean features extracted once; the model's own eval transform)"
-    how = f"{p['image_size']} px" + ("" if p["normalization"] == "model" else f", {p['normalization']} normalisation")
+        return f"features (clean features extracted once; the model's own eval transform{amp})"
+    how = (f"{p['image_size']} px" + ("" if p["normalization"] == "model" else f", {p['normalization']} normalisation")
+           + amp)
     if p["name"] == "features":
         return f"features (clean features extracted once; Resize + CenterCrop, {how})"
     if p["name"] == "views":
