@@ -266,6 +266,25 @@ def test_sample_road_float32_meets_the_1e6_rule_and_chains_follow_nesting(rng):
     np.testing.assert_allclose(pyred.subset_cka(X, S, route="samples"), want, rtol=1e-6)
 
 
+@pytest.mark.parametrize("held", [True, False])
+def test_full_gram_completed_from_the_longest_chain(rng, monkeypatch, held):
+    """Against the full layer, the sample road completes the full Gram from its longest chain's last
+    Gram plus the columns that chain lacks (or, past HELD_GRAMS_BYTES, computes it on its own)."""
+    import pyred.sample_gram as sg
+
+    if not held:
+        monkeypatch.setattr(sg, "HELD_GRAMS_BYTES", 0)
+    n, d = 270, 400
+    X = features(rng, n, d)
+    S = pyred.Subsets.concat([pyred.draw_subsets(d, [0.01, 0.3, 0.9], [1, 2]),  # no chain covers all columns
+                              pyred.Subsets.from_lists([rng.permutation(d)[:50]], d=d)])
+    lists = [s.numpy() for s in S]
+    for debiased in (False, True):
+        want = R.subset_cka(X, lists, debiased=debiased)
+        got = pyred.subset_cka(torch.tensor(X), S, debiased=debiased, route="samples")
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-11)
+
+
 @pytest.mark.parametrize("n", [3, 4, 5, 8, 51, 200])
 def test_median_of_distances_is_the_median_of_all_entries(rng, n):
     from pyred.sample_gram import median_of_distances
