@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("--device", default=None)
     args = p.parse_args()
     runs = [("features", [])] + [(f"views (V={v})", ["--views", v]) for v in args.views.split(",")] + [("paper", [])]
-    lines = [f"| protocol | full layer acc. | DR(0.9) | acc. at f = 0.1 | acc. at f = 0.2 | time (s) |",
+    lines = ["| protocol | full layer acc. | DR(0.9) | acc. at f = 0.1 | acc. at f = 0.2 | time (s) |",
              "|---|---|---|---|---|---|"]
     for name, extra in runs:
         out = os.path.join(args.out, name.split(" ")[0] + "".join(extra[1:]))
