@@ -128,8 +128,8 @@ def extract_features(backbone, dataset, *, batch_size: int | None = None, device
                                             dict(size=image_size, normalization=normalization))
         data = dataset.with_transform(transform) if hasattr(dataset, "with_transform") else dataset
     else:
-        tid = _augment_id(backbone, augment, transform_id, image_size, normalization, cache_dir is not None)
-        data = SeededImages(dataset, _augment_transform(backbone, augment, image_size, normalization), seed, views)
+        augmentation, tid = _augment(backbone, augment, transform_id, image_size, normalization, cache_dir is not None)
+        data = SeededImages(dataset, augmentation, seed, views)
     dev = torch.device(device) if device is not None else next(backbone.parameters()).device
     backbone = backbone.to(dev).eval()
     if batch_size is None:
@@ -195,30 +195,21 @@ def _resolve_transform(backbone, transform, transform_id, caching: bool, paper_o
     return transform, "custom:" + transform_id
 
 
-def _augment_transform(backbone, augment, image_size, normalization):
-    from .transforms import normalization as norm, train_transform
-
-    if callable(augment) and not isinstance(augment, str):
-        return augment
-    if augment != "paper":
-        raise TypeError(f"augment: expected 'paper', None or a callable augmentation, got {augment!r}")
-    mean, std = norm(backbone, normalization)
-    return train_transform(image_size, mean, std)
-
-
-def _augment_id(backbone, augment, transform_id, image_size, normalization, caching: bool) -> str:
-    from .transforms import describe, normalization as norm
+def _augment(backbone, augment, transform_id, image_size, normalization, caching: bool):
+    """(the augmentation to apply, the string that identifies it in the cache key)."""
+    from .transforms import describe, normalization as norm, train_transform
 
     if augment == "paper":
-        return describe("paper", image_size, *norm(backbone, normalization))
+        mean, std = norm(backbone, normalization)
+        return train_transform(image_size, mean, std), describe("paper", image_size, mean, std)
     if not callable(augment) or isinstance(augment, str):
         raise TypeError(f"augment: expected 'paper', None or a callable augmentation, got {augment!r}")
     if transform_id is None:
         if caching:
             raise ValueError("transform_id: a custom augmentation cannot be identified safely; pass "
                              "transform_id='...' naming it to cache its views, or cache_dir=None")
-        return "custom augment: unidentified"
-    return "custom augment:" + check.string(transform_id, "transform_id")
+        return augment, "custom augment: unidentified"
+    return augment, "custom augment:" + check.string(transform_id, "transform_id")
 
 
 class _Runner:
@@ -237,11 +228,13 @@ class _Runner:
             bar = progress_bar(None, self.progress, total=stop - start, desc=desc, unit="img")
         parts = []
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        dtype_in = next((p.dtype for p in self.backbone.parameters()), None)  # float64 models take float64 images
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=self.amp):
             for images, _ in loader:
                 images = images.to(self.device, non_blocking=True)
-                dtype_in = next((p.dtype for p in self.backbone.parameters()), images.dtype)
-                out = self.backbone(images.to(dtype_in) if images.is_floating_point() else images)
+                if dtype_in is not None and images.is_floating_point():
+                    images = images.to(dtype_in)
+                out = self.backbone(images)
                 parts.append(out.float().cpu().numpy())
                 bar.update(len(images))
         if own_bar:

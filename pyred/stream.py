@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import _checks as check
+from . import device_augment
 from .transforms import SeededImages, describe, eval_transform, normalization, train_transform
 
 AUGMENTS = ("paper",)
@@ -102,9 +103,7 @@ class FeatureStream:
             raise ValueError(f"augment_on: 'device' applies the paper's augmentation on the device; it needs "
                              f"augment='paper', got augment={augment!r}")
         if augment == "paper" and augment_on == "device":
-            from .device_augment import RawImage
-
-            transform, self.transform_id = (RawImage(self.load_size), describe(
+            transform, self.transform_id = (device_augment.RawImage(self.load_size), describe(
                 "paper", self.image_size, self.mean, self.std) + f" on the device (load_size={self.load_size})")
         elif augment == "paper":
             transform, self.transform_id = (train_transform(self.image_size, self.mean, self.std),
@@ -205,10 +204,9 @@ class FeatureStream:
         start, images = time.perf_counter(), 0
         for x, y in loader:
             if self.augment_on == "device":  # (uint8 images, parameters) -> augmented on the device
-                from .device_augment import apply
-
                 images, params = x
-                x = apply(images.to(self.device, non_blocking=True), params, self.image_size, self.mean, self.std)
+                x = device_augment.apply(images.to(self.device, non_blocking=True), params, self.image_size,
+                                         self.mean, self.std)
             if not isinstance(x, torch.Tensor) or x.dim() != 4:
                 raise TypeError(f"augment: the transform must turn each image into a (3, H, W) tensor; a batch "
                                 f"came out as {type(x).__name__} {tuple(getattr(x, 'shape', ()))}")
