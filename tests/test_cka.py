@@ -299,10 +299,14 @@ def test_median_of_distances_is_the_median_of_all_entries(rng, n):
 
 
 @pytest.mark.parametrize("n", [129, 256, 1030])  # 1, 2 and 4 tiles
-def test_tiled_symmetric_grams_are_whole(rng, n):
+@pytest.mark.parametrize("small_block", [0, 8])  # blocks of <= small_block columns: float64 products
+def test_tiled_symmetric_grams_are_whole(rng, monkeypatch, n, small_block):
     """The sample road accumulates only the Gram tiles on and above the diagonal (t tiles: (t+1)/(2t)
     of the work); every Gram it hands out must be whole and symmetric."""
+    import pyred.sample_gram as sg
     from pyred.sample_gram import _Columns, chain_grams
+
+    monkeypatch.setattr(sg, "SMALL_BLOCK", small_block)
 
     X = rng.normal(size=(n, 90)) + 2.0
     Xc = X - X.mean(0)

@@ -1,10 +1,14 @@
 // pyred._C: the CPU kernels behind the shared entry points (entries.h). Host
 // memory, so every index list is checked here, once, before a kernel runs.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
+#include <cmath>
 #include <string>
+#include <vector>
 
 #include "entries.h"
+#include "pyred/rbf.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -53,6 +57,48 @@ int num_threads() {
 #endif
 }
 
+// An n x n float64 matrix given as (address, element count).
+const double* square(const char* name, std::uintptr_t addr, int64_t count, int64_t n) {
+  bind::expect_count(name, count, n * n);
+  bind::expect_pointer(name, addr, count);
+  return reinterpret_cast<const double*>(addr);
+}
+
+py::list upper_distance_ranks(std::uintptr_t K, int64_t K_count, int64_t n, const std::vector<int64_t>& ranks,
+                              int64_t samples, double margin_sd) {
+  bind::expect(n >= 2, "n: expected at least 2 samples, got " + std::to_string(n));
+  const double* k = square("K", K, K_count, n);
+  std::vector<double> out(ranks.size());
+  Status st;
+  {
+    py::gil_scoped_release release;
+    st = upper_distance_ranks_cpu(k, n, ranks.data(), static_cast<int64_t>(ranks.size()), out.data(), samples,
+                                  margin_sd);
+  }
+  bind::raise_status(st);
+  py::list values;
+  for (double v : out) values.append(v);
+  return values;
+}
+
+py::tuple rbf_upper_sums(std::uintptr_t K, int64_t K_count, int64_t n, double scale, std::uintptr_t M,
+                         int64_t M_count, std::uintptr_t rows, int64_t rows_count) {
+  bind::expect(n >= 1, "n: expected at least 1 sample, got " + std::to_string(n));
+  bind::expect(scale >= 0.0 && std::isfinite(scale), "scale: expected a finite value >= 0, got " + std::to_string(scale));
+  const double* k = square("K", K, K_count, n);
+  const double* m = M == 0 && M_count == 0 ? nullptr : square("M", M, M_count, n);
+  bind::expect_count("rows", rows_count, n);
+  bind::expect_pointer("rows", rows, rows_count);
+  double sums[3];
+  Status st;
+  {
+    py::gil_scoped_release release;
+    st = rbf_upper_sums_cpu(k, n, scale, m, sums, reinterpret_cast<double*>(rows));
+  }
+  bind::raise_status(st);
+  return py::make_tuple(sums[0], sums[1], sums[2]);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -65,6 +111,13 @@ PYBIND11_MODULE(_C, m) {
       false
 #endif
   );
+  m.def("upper_distance_ranks", &upper_distance_ranks, py::arg("K"), py::arg("K_count"), py::arg("n"),
+        py::arg("ranks"), py::arg("samples") = 16384, py::arg("margin_sd") = 8.0,
+        "Order statistics (1-based ranks) of the squared distances above the diagonal of an n x n float64 Gram.");
+  m.def("rbf_upper_sums", &rbf_upper_sums, py::arg("K"), py::arg("K_count"), py::arg("n"), py::arg("scale"),
+        py::arg("M"), py::arg("M_count"), py::arg("rows"), py::arg("rows_count"),
+        "(sum g M, sum g, sum g^2) over a < b with g = exp(-scale D); writes rows[a] = sum_{b != a} g_ab.");
+  m.def("exp_nonpositive", &exp_nonpositive_for_tests, "The kernels' exp(x) for x <= 0 (for its accuracy test).");
   m.def("num_threads", &num_threads, "OpenMP threads the kernels use (1 without OpenMP).");
   m.def("simd_level", &simd_level, "The SIMD clone of the heads kernels that runs here: avx512f, avx2 or baseline.");
 }

@@ -1,0 +1,59 @@
+"""The CPU kernels behind RBF-kernel CKA: statistics of exp(-scale * D) from a linear Gram.
+
+For an n x n linear Gram K (float64, CPU; only its entries on and above the
+diagonal are read) the squared distances are D_ab = max(0, K_aa + K_bb - 2 K_ab).
+``upper_distance_ranks`` selects order statistics of the n(n-1)/2 values D_ab,
+a < b (the median bandwidth needs one or two); ``rbf_upper_sums`` gives the sums
+over a < b of g = exp(-scale * D_ab), of g M_ab and of g^2, and g's row sums --
+everything an RBF CKA needs, without forming the n x n kernel matrix. Both run
+in pyred._C; ``available`` says whether they can run on a tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import _native
+
+
+def available(K: torch.Tensor) -> bool:
+    """True when the native kernels can take K: a CPU tensor, and pyred._C loaded with them."""
+    module = _native.cpu_module()
+    return K.device.type == "cpu" and module is not None and hasattr(module, "rbf_upper_sums")
+
+
+def _square(K: torch.Tensor, name: str) -> torch.Tensor:
+    if K.dim() != 2 or K.shape[0] != K.shape[1] or K.dtype != torch.float64 or K.device.type != "cpu":
+        raise ValueError(f"{name}: expected an (n, n) float64 CPU tensor, got {tuple(K.shape)} {K.dtype} "
+                         f"on {K.device}")
+    return K.contiguous()
+
+
+def upper_distance_ranks(K: torch.Tensor, ranks: list[int]) -> list[float]:
+    """The ranks-th smallest (1-based, in [1, n(n-1)/2]) squared distances D_ab, a < b, of the
+    linear Gram K ((n, n) float64 CPU, n >= 2). Exact; NaN where K holds a NaN."""
+    K = _square(K, "K")
+    n = K.shape[0]
+    m = n * (n - 1) // 2
+    bad = [r for r in ranks if not 1 <= int(r) <= m]
+    if bad:
+        raise ValueError(f"ranks: expected ranks in [1, {m}] for n = {n}, got {bad[0]}")
+    return list(_native.cpu_module().upper_distance_ranks(K.data_ptr(), K.numel(), n, [int(r) for r in ranks]))
+
+
+def rbf_upper_sums(K: torch.Tensor, scale: float, M: torch.Tensor | None = None
+                   ) -> tuple[float, float, float, torch.Tensor]:
+    """With g_ab = exp(-scale * D_ab) for a < b (scale >= 0), from the linear Gram K ((n, n) float64 CPU):
+    (sum g M_ab (0.0 without M), sum g, sum g^2, rows) with rows (n,) float64, rows[a] = sum_{b != a} g_ab.
+    M: (n, n) float64 CPU; only its entries above the diagonal are read. Deterministic."""
+    K = _square(K, "K")
+    n = K.shape[0]
+    if M is not None:
+        M = _square(M, "M")
+        if M.shape != K.shape:
+            raise ValueError(f"M: expected shape {tuple(K.shape)} like K, got {tuple(M.shape)}")
+    rows = torch.empty(n, dtype=torch.float64)
+    sm, sg, sgg = _native.cpu_module().rbf_upper_sums(
+        K.data_ptr(), K.numel(), n, float(scale), 0 if M is None else M.data_ptr(), 0 if M is None else M.numel(),
+        rows.data_ptr(), n)
+    return sm, sg, sgg, rows
