@@ -247,15 +247,18 @@ def test_both_roads_match_the_gram_reference(rng, device, debiased, n, d):
         assert got[0] == 0.0 and got[1] == pytest.approx(float(got[2]), rel=1e-12)
 
 
-def test_sample_road_float32_meets_the_1e6_rule_and_chains_follow_nesting(rng):
+@pytest.mark.parametrize("fractions", [[0.001, 0.01, 0.1, 0.5, 1.0],
+                                       [0.001, 0.01, 0.1, 0.5, 0.8, 0.9]])  # 0.8, 0.9: L minus a complement
+def test_sample_road_float32_meets_the_1e6_rule_and_chains_follow_nesting(rng, fractions):
     from pyred.sample_gram import nested_chains
 
     n, d = 200, 3000
     X = features(rng, n, d, mean=5.0).astype(np.float32)
-    S = pyred.draw_subsets(d, [0.001, 0.01, 0.1, 0.5, 1.0], [1, 2, 3])
+    S = pyred.draw_subsets(d, fractions, [1, 2, 3])
     chains = nested_chains(S)
-    assert len(chains) == 3 and all(len(c) == 5 for c in chains)  # one chain per seed
-    assert [int(S.seeds[k]) for k in chains[0]] == [int(S.seeds[chains[0][0]])] * 5
+    m = len(fractions)
+    assert len(chains) == 3 and all(len(c) == m for c in chains)  # one chain per seed
+    assert [int(S.seeds[k]) for k in chains[0]] == [int(S.seeds[chains[0][0]])] * m
     X64 = X.astype(np.float64)
     Xc = X64 - X64.mean(0)
     L = Xc @ Xc.T
@@ -283,6 +286,24 @@ def test_full_gram_completed_from_the_longest_chain(rng, monkeypatch, held):
         want = R.subset_cka(X, lists, debiased=debiased)
         got = pyred.subset_cka(torch.tensor(X), S, debiased=debiased, route="samples")
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-11)
+
+
+def test_split_chain_takes_the_complement_only_where_cheaper_and_safe():
+    from pyred.sample_gram import sample_road_cost, split_chain
+
+    d = 10_000
+    paper = [round(f * d) for f in (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5,
+                                    0.8, 0.9)]
+    assert split_chain(paper, d) == (12, 7000)  # 0.5 d forward, then 0.2 d of complements: 0.7 d, not 0.9 d
+    assert split_chain([10, 20], d) == (2, 20)  # small subsets: forward only
+    assert split_chain([5000, 10_000], d) == (1, 5000)  # the full layer is L itself: no columns read for it
+    assert split_chain([], d) == (0, 0)
+    # evenly spaced members: the cheapest split is never below d/2 (K = L - K_C would lose precision)
+    even = list(range(200, 10_001, 200))
+    f, cost = split_chain(even, d)
+    assert 2 * even[f] >= d and cost == even[f - 1] + d - even[f]
+    S = pyred.draw_subsets(d, [0.1, 0.5, 0.8, 0.9], [1, 2])
+    assert sample_road_cost(100, d, S) == 100 * 100 * (d + 2 * 6000)  # 0.1 d forward, 0.5 d of complements
 
 
 @pytest.mark.parametrize("n", [3, 4, 5, 8, 51, 200])
