@@ -162,13 +162,11 @@ def symmetric_tiles(n: int, device: torch.device) -> list[int]:
     return [round(i * n / t) for i in range(t + 1)]
 
 
-def chain_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", chains: list | None = None, start_with=None,
-                whole: bool = True):
+def chain_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", chains: list | None = None, start_with=None):
     """Yields (k, K_k) for every non-empty subset k of ``chains`` (all of S's by default):
     K_k = Xc[:, S_k] Xc[:, S_k]^T (n x n float64), built incrementally along each chain of nested
     subsets. K_k is a buffer that the next step changes: use it before asking for the next one.
-    ``start_with``: an n x n buffer to build the first chain in (zeros). ``whole=False``: only the
-    entries on and above the diagonal are valid (for readers of the upper triangle: saves a copy)."""
+    ``start_with``: an n x n buffer to build the first chain in (zeros)."""
     n = x.shape[0]
     indices = S.indices.to(x.device)
     offsets = S.offsets.tolist()
@@ -182,7 +180,7 @@ def chain_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", chains: list | No
             start, size = offsets[k], offsets[k + 1] - offsets[k]
             cols.gram_of(indices[start + done:start + size], K)  # the columns this member adds
             done = size
-            yield k, cols.symmetric(K) if whole else K
+            yield k, cols.symmetric(K)
 
 
 def linear_hsic(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
@@ -224,40 +222,41 @@ def complement_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", members: lis
         yield members[j], cols.symmetric(out)
 
 
-def sample_road_hsic(x: torch.Tensor, S: Subsets, target: torch.Tensor | None, debiased: bool,
-                     block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """HSIC(K_k, L), HSIC(K_k, K_k) for every subset k ((K,) float64 each, 0 for empty subsets) and
-    HSIC(L, L) (a float64 scalar), with L the target's centred linear Gram (the full X when None)."""
+def subset_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", with_full: bool):
+    """(L, grams): with ``with_full``, L is the full layer's centred linear Gram (n x n float64), else
+    None; ``grams`` yields (k, K_k) -- K_k = Xc[:, S_k] Xc[:, S_k]^T, whole, a buffer the next step may
+    change -- for every non-empty subset k. Subsets are built along their chains, forward or, with
+    ``with_full``, as L minus their complement's Gram where :func:`split_chain` says so.
+
+    L is completed from the longest-reaching chain: its forward members' last Gram, plus the columns
+    between that member and the next, plus the Gram of the columns that next member lacks (the
+    complement pass's last step) -- or, without a complement pass, the last member's Gram plus the
+    columns it lacks. That chain's Grams are held until L is complete (at most HELD_GRAMS_BYTES; past
+    that, L takes a pass of its own): for the paper's grid one pass over X gives L and 14 Grams."""
     n, d = x.shape
-    block = block or default_block(n)
-    cols = _Columns(x, block)
-    hsic = unbiased_hsic if debiased else linear_hsic
-    kl = torch.zeros(len(S), dtype=F64, device=x.device)
-    kk = torch.zeros(len(S), dtype=F64, device=x.device)
     chains = nested_chains(S)
+    new = lambda: torch.empty(n, n, dtype=F64, device=x.device)  # noqa: E731
 
-    def sizes(chain):
-        return [int(S.sizes[k]) for k in chain]
+    def split(chain):  # without L, forward passes only
+        return split_chain([int(S.sizes[k]) for k in chain], d)[0] if with_full else len(chain)
 
-    def split(chain):  # against a target, L is not X's Gram: forward passes only
-        return len(chain) if target is not None else split_chain(sizes(chain), d)[0]
+    def walk(chain, L, buf):
+        f = split(chain)
+        if f:
+            yield from chain_grams(x, S, cols, [chain[:f]])
+        if f < len(chain):
+            for k, KC in complement_grams(x, S, cols, chain[f:], new()):
+                yield k, torch.sub(L, KC, out=buf)
 
-    if target is not None:
-        L = _Columns(target, block).full_gram()
-    elif chains and len(max(chains, key=len)) * n * n * 8 <= HELD_GRAMS_BYTES:
-        # The full layer's Gram is completed from the longest-reaching chain: its forward members' last
-        # Gram, plus the columns between that member and the next, plus the Gram of the columns that
-        # next member lacks (the complement pass's last step), or -- without a complement pass -- the
-        # last member's Gram plus the columns it lacks. The chain's Grams are held until L is complete:
-        # for the paper's grid one pass over X gives L and that chain's 14 Grams.
+    held, L = [], None
+    if with_full and chains and len(max(chains, key=len)) * n * n * 8 <= HELD_GRAMS_BYTES:
         first = max(chains, key=lambda c: int(S.sizes[c[-1]]))
         chains = [c for c in chains if c is not first]
         f = split(first)
         L = torch.zeros(n, n, dtype=F64, device=x.device)
         held = [(k, K.clone()) for k, K in chain_grams(x, S, cols, [first[:f]], start_with=L)] if f else []
         if f < len(first):
-            tail = [(k, KC.clone()) for k, KC in complement_grams(
-                x, S, cols, first[f:], torch.empty(n, n, dtype=F64, device=x.device))]
+            tail = [(k, KC.clone()) for k, KC in complement_grams(x, S, cols, first[f:], new())]
             P = S[first[-1]].to(x.device)
             cols.gram_of(P[int(S.sizes[first[f - 1]]) if f else 0:int(S.sizes[first[f]])], L)
             cols.symmetric(L).add_(tail[-1][1])  # + the Gram of the columns first[f] lacks
@@ -267,20 +266,32 @@ def sample_road_hsic(x: torch.Tensor, S: Subsets, target: torch.Tensor | None, d
             rest[S[first[-1]].to(x.device)] = False
             cols.gram_of(torch.nonzero(rest).flatten(), L)  # L held the chain's last Gram: add the rest
             cols.symmetric(L)
-        for k, K in held:
-            kl[k], kk[k] = hsic(K, L), hsic(K, K)
-        del held
-    else:
+    elif with_full:
         L = cols.full_gram()
-    K = torch.empty(n, n, dtype=F64, device=x.device) if target is None else None
-    for chain in chains:
-        f = split(chain)
-        for k, Kf in chain_grams(x, S, cols, [chain[:f]]) if f else ():
-            kl[k], kk[k] = hsic(Kf, L), hsic(Kf, Kf)
-        if f < len(chain):
-            for k, KC in complement_grams(x, S, cols, chain[f:], torch.empty(n, n, dtype=F64, device=x.device)):
-                torch.sub(L, KC, out=K)
-                kl[k], kk[k] = hsic(K, L), hsic(K, K)
+
+    def grams():
+        while held:
+            yield held.pop(0)
+        buf = new() if with_full else None
+        for chain in chains:
+            yield from walk(chain, L, buf)
+
+    return L, grams()
+
+
+def sample_road_hsic(x: torch.Tensor, S: Subsets, target: torch.Tensor | None, debiased: bool,
+                     block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """HSIC(K_k, L), HSIC(K_k, K_k) for every subset k ((K,) float64 each, 0 for empty subsets) and
+    HSIC(L, L) (a float64 scalar), with L the target's centred linear Gram (the full X when None)."""
+    block = block or default_block(x.shape[0])
+    hsic = unbiased_hsic if debiased else linear_hsic
+    kl = torch.zeros(len(S), dtype=F64, device=x.device)
+    kk = torch.zeros(len(S), dtype=F64, device=x.device)
+    L, grams = subset_grams(x, S, _Columns(x, block), with_full=target is None)
+    if target is not None:
+        L = _Columns(target, block).full_gram()
+    for k, K in grams:
+        kl[k], kk[k] = hsic(K, L), hsic(K, K)
     return kl, kk, hsic(L, L)
 
 
@@ -368,22 +379,23 @@ def sample_road_rbf_cka(x: torch.Tensor, S: Subsets, target: torch.Tensor | None
     coordinates, so each subset's distances come from its linear Gram along the chains."""
     n = x.shape[0]
     block = block or default_block(n)
-    cols = _Columns(x, block)
+    own = target is None and target_gram is None  # against X's own RBF Gram: its linear Gram is needed
+    L_lin, grams = subset_grams(x, S, _Columns(x, block), with_full=own)
     if target_gram is not None:
         L = target_gram.to(F64)
     else:
-        L = rbf_gram(cols.full_gram() if target is None else _Columns(target, block).full_gram(), sigma)
+        L = rbf_gram(L_lin if own else _Columns(target, block).full_gram(), sigma)
     out = torch.zeros(len(S), dtype=F64, device=x.device)
     if L is None:
         return out
     if ops_rbf.available(L):
-        for k, kl, kk, ll in _native_rbf_hsics(x, S, cols, L, debiased, sigma):
+        for k, kl, kk, ll in _native_rbf_hsics(n, grams, L, debiased, sigma):
             out[k] = _ratio(kl[None], kk[None], ll[None])[0]
         return out
     if not debiased:
         L = centred(L)
     ll = unbiased_hsic(L, L) if debiased else (L * L).sum()
-    for k, K in chain_grams(x, S, cols):
+    for k, K in grams:
         G = rbf_gram(K, sigma)
         if G is None:
             continue
@@ -397,13 +409,12 @@ def sample_road_rbf_cka(x: torch.Tensor, S: Subsets, target: torch.Tensor | None
     return out
 
 
-def _native_rbf_hsics(x, S, cols, L, debiased, sigma):
+def _native_rbf_hsics(n, grams, L, debiased, sigma):
     """Yields (k, HSIC(G_k, L), HSIC(G_k, G_k), HSIC(L, L)) (float64 scalars) for every subset k whose RBF
     Gram G_k has variance, from the native sums over a < b of g, g^2 and g L_ab (pyred/ops/rbf.py):
     G_k is never formed. With rt the off-diagonal row sums of G (its diagonal is 1):
       biased:   <G, HLH> = 2 sum g (HLH)_ab + tr(HLH);  ||HGH||^2 = ||G||^2 - 2 |G 1|^2 / n + (1'G1)^2 / n^2
       unbiased: Song et al.'s estimator from <Gt, Lt> = 2 sum g L_ab, 1'Gt1 = 2 sum g, (Gt 1).(Lt 1) = rt.lt."""
-    n = x.shape[0]
     if debiased:
         M = L.contiguous()
         Lt = L - torch.diag(torch.diagonal(L))
@@ -414,7 +425,7 @@ def _native_rbf_hsics(x, S, cols, L, debiased, sigma):
         M = centred(L).contiguous()
         trace_m = torch.trace(M)
         ll = (M * M).sum()
-    for k, K in chain_grams(x, S, cols, whole=False):  # the kernels read the upper triangle only
+    for k, K in grams:
         med = median_from_upper(n, lambda ranks: ops_rbf.upper_distance_ranks(K, ranks))
         if not med > 0:
             continue  # all samples equal on this subset: no variance, CKA 0
