@@ -130,7 +130,7 @@ class _Columns:
             else:
                 z = torch.index_select(self.x, 1, c).to(self.cd).sub_(self.mean[c])  # (n, b)
             for i in range(len(b) - 1):  # row tile i against rows b[i]: (the tiles right of the diagonal)
-                out[b[i]:b[i + 1], b[i]:] += (z[b[i]:b[i + 1]] @ z[b[i]:].T).to(F64)
+                out[b[i]:b[i + 1], b[i]:].add_(z[b[i]:b[i + 1]] @ z[b[i]:].T)  # widened as it is added
 
     def symmetric(self, out: torch.Tensor) -> torch.Tensor:
         """Fills the lower off-diagonal tiles of ``out`` from the upper ones (in place); returns it."""
@@ -162,11 +162,13 @@ def symmetric_tiles(n: int, device: torch.device) -> list[int]:
     return [round(i * n / t) for i in range(t + 1)]
 
 
-def chain_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", chains: list | None = None, start_with=None):
+def chain_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", chains: list | None = None, start_with=None,
+                whole: bool = True):
     """Yields (k, K_k) for every non-empty subset k of ``chains`` (all of S's by default):
     K_k = Xc[:, S_k] Xc[:, S_k]^T (n x n float64), built incrementally along each chain of nested
     subsets. K_k is a buffer that the next step changes: use it before asking for the next one.
-    ``start_with``: an n x n buffer to build the first chain in (zeros)."""
+    ``start_with``: an n x n buffer to build the first chain in (zeros). ``whole=False``: only the entries
+    on and above the diagonal are valid (for readers of the upper triangle: saves a copy per subset)."""
     n = x.shape[0]
     indices = S.indices.to(x.device)
     offsets = S.offsets.tolist()
@@ -180,7 +182,7 @@ def chain_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", chains: list | No
             start, size = offsets[k], offsets[k + 1] - offsets[k]
             cols.gram_of(indices[start + done:start + size], K)  # the columns this member adds
             done = size
-            yield k, cols.symmetric(K)
+            yield k, cols.symmetric(K) if whole else K
 
 
 def linear_hsic(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
@@ -206,26 +208,28 @@ def split_chain(sizes: list[int], d: int) -> tuple[int, int]:
     return best_f, best
 
 
-def complement_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", members: list[int], out: torch.Tensor):
+def complement_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", members: list[int], out: torch.Tensor,
+                     whole: bool = True):
     """Yields (k, K_C) for the members of a chain's tail, largest first: K_C = Xc[:, C] Xc[:, C]^T (n x n
-    float64, whole) with C the columns outside S_k, built in ``out`` (zeroed first) -- a buffer that
-    the next step changes."""
+    float64; whole, or valid on and above the diagonal) with C the columns outside S_k, built in ``out``
+    (zeroed first) -- a buffer that the next step changes."""
     d = x.shape[1]
     P = S[members[-1]].to(x.device)  # every member is a prefix of the largest one
     rest = torch.ones(d, dtype=torch.bool, device=x.device)
     rest[P] = False
     out.zero_()
     cols.gram_of(torch.nonzero(rest).flatten(), out)
-    yield members[-1], cols.symmetric(out)
+    yield members[-1], cols.symmetric(out) if whole else out
     for j in range(len(members) - 2, -1, -1):
         cols.gram_of(P[int(S.sizes[members[j]]):int(S.sizes[members[j + 1]])], out)
-        yield members[j], cols.symmetric(out)
+        yield members[j], cols.symmetric(out) if whole else out
 
 
-def subset_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", with_full: bool):
-    """(L, grams): with ``with_full``, L is the full layer's centred linear Gram (n x n float64), else
-    None; ``grams`` yields (k, K_k) -- K_k = Xc[:, S_k] Xc[:, S_k]^T, whole, a buffer the next step may
-    change -- for every non-empty subset k. Subsets are built along their chains, forward or, with
+def subset_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", with_full: bool, whole: bool = True):
+    """(L, grams): with ``with_full``, L is the full layer's centred linear Gram (n x n float64, whole),
+    else None; ``grams`` yields (k, K_k) -- K_k = Xc[:, S_k] Xc[:, S_k]^T, a buffer the next step may
+    change; whole, or with ``whole=False`` valid on and above the diagonal only -- for every non-empty
+    subset k. Subsets are built along their chains, forward or, with
     ``with_full``, as L minus their complement's Gram where :func:`split_chain` says so.
 
     L is completed from the longest-reaching chain: its forward members' last Gram, plus the columns
@@ -243,9 +247,9 @@ def subset_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", with_full: bool)
     def walk(chain, L, buf):
         f = split(chain)
         if f:
-            yield from chain_grams(x, S, cols, [chain[:f]])
+            yield from chain_grams(x, S, cols, [chain[:f]], whole=whole)
         if f < len(chain):
-            for k, KC in complement_grams(x, S, cols, chain[f:], new()):
+            for k, KC in complement_grams(x, S, cols, chain[f:], new(), whole):
                 yield k, torch.sub(L, KC, out=buf)
 
     held, L = [], None
@@ -254,12 +258,13 @@ def subset_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", with_full: bool)
         chains = [c for c in chains if c is not first]
         f = split(first)
         L = torch.zeros(n, n, dtype=F64, device=x.device)
-        held = [(k, K.clone()) for k, K in chain_grams(x, S, cols, [first[:f]], start_with=L)] if f else []
+        held = [(k, K.clone()) for k, K in chain_grams(x, S, cols, [first[:f]], start_with=L, whole=whole)] if f else []
         if f < len(first):
-            tail = [(k, KC.clone()) for k, KC in complement_grams(x, S, cols, first[f:], new())]
+            tail = [(k, KC.clone()) for k, KC in complement_grams(x, S, cols, first[f:], new(), whole)]
             P = S[first[-1]].to(x.device)
             cols.gram_of(P[int(S.sizes[first[f - 1]]) if f else 0:int(S.sizes[first[f]])], L)
-            cols.symmetric(L).add_(tail[-1][1])  # + the Gram of the columns first[f] lacks
+            L.add_(tail[-1][1])  # + the Gram of the columns first[f] lacks (its upper triangle is enough)
+            cols.symmetric(L)
             held += [(k, KC.neg_().add_(L)) for k, KC in tail]  # K = L - K_C, in place
         else:
             rest = torch.ones(d, dtype=torch.bool, device=x.device)
@@ -380,7 +385,8 @@ def sample_road_rbf_cka(x: torch.Tensor, S: Subsets, target: torch.Tensor | None
     n = x.shape[0]
     block = block or default_block(n)
     own = target is None and target_gram is None  # against X's own RBF Gram: its linear Gram is needed
-    L_lin, grams = subset_grams(x, S, _Columns(x, block), with_full=own)
+    # the native kernels read the upper triangles only
+    L_lin, grams = subset_grams(x, S, _Columns(x, block), with_full=own, whole=not ops_rbf.available(x))
     if target_gram is not None:
         L = target_gram.to(F64)
     else:
@@ -426,10 +432,9 @@ def _native_rbf_hsics(n, grams, L, debiased, sigma):
         trace_m = torch.trace(M)
         ll = (M * M).sum()
     for k, K in grams:
-        med = median_from_upper(n, lambda ranks: ops_rbf.upper_distance_ranks(K, ranks))
+        med, sm, sg, sgg, rt = ops_rbf.rbf_median_sums(K, sigma, M)
         if not med > 0:
             continue  # all samples equal on this subset: no variance, CKA 0
-        sm, sg, sgg, rt = ops_rbf.rbf_upper_sums(K, 1.0 / (2.0 * sigma * sigma * med), M)
         if debiased:
             kl = unbiased_hsic_from_sums(2.0 * sm, 2.0 * sg, ones_l, rt @ lt, n)
             kk = unbiased_hsic_from_sums(2.0 * sgg, 2.0 * sg, 2.0 * sg, rt @ rt, n)

@@ -35,7 +35,7 @@ def test_exp_is_within_two_ulp_of_numpy():
     assert np.isnan(C.exp_nonpositive(np.nan))
 
 
-@pytest.mark.parametrize("n", [2, 3, 40, 362, 363, 700])  # n(n-1)/2 > 65,536 from n = 363: the bracket road
+@pytest.mark.parametrize("n", [2, 3, 40, 256, 257, 700])  # n(n-1)/2 > 4 x 8192 from n = 257: the bracket road
 @pytest.mark.parametrize("ties", [False, True])
 def test_upper_distance_ranks_are_exact(rng, n, ties):
     K = gram(rng, n, ties=ties)
@@ -111,3 +111,19 @@ def test_native_and_torch_rbf_roads_agree(rng, monkeypatch, debiased):
     for case, got in zip(cases, native):
         want = pyred.subset_cka(torch.tensor(X), S, kernel="rbf", debiased=debiased, **case)
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 300])
+def test_rbf_median_sums_is_numpys_median_then_the_sums(rng, n):
+    K = gram(rng, n, ties=n == 300)
+    D, _ = upper_distances(K)
+    M = rng.normal(size=(n, n))
+    med, sm, sg, sgg, rows = rbf.rbf_median_sums(torch.tensor(K), 0.8, torch.tensor(M))
+    assert med == np.median(D)
+    if med > 0:
+        want = rbf.rbf_upper_sums(torch.tensor(K), 1.0 / (2 * 0.8 ** 2 * med), torch.tensor(M))
+        assert (sm, sg, sgg) == want[:3] and torch.equal(rows, want[3])
+    else:  # no variance: nothing to sum
+        assert (sm, sg, sgg) == (0.0, 0.0, 0.0) and not rows.any()
+    with pytest.raises(ValueError, match="sigma: expected a finite value > 0"):
+        C.rbf_median_sums(K.ctypes.data, K.size, n, 0.0, 0, 0, rows.data_ptr(), n)

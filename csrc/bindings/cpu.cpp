@@ -99,6 +99,24 @@ py::tuple rbf_upper_sums(std::uintptr_t K, int64_t K_count, int64_t n, double sc
   return py::make_tuple(sums[0], sums[1], sums[2]);
 }
 
+py::tuple rbf_median_sums(std::uintptr_t K, int64_t K_count, int64_t n, double sigma, std::uintptr_t M,
+                          int64_t M_count, std::uintptr_t rows, int64_t rows_count) {
+  bind::expect(n >= 1, "n: expected at least 1 sample, got " + std::to_string(n));
+  bind::expect(sigma > 0.0 && std::isfinite(sigma), "sigma: expected a finite value > 0, got " + std::to_string(sigma));
+  const double* k = square("K", K, K_count, n);
+  const double* m = M == 0 && M_count == 0 ? nullptr : square("M", M, M_count, n);
+  bind::expect_count("rows", rows_count, n);
+  bind::expect_pointer("rows", rows, rows_count);
+  double median = 0.0, sums[3];
+  Status st;
+  {
+    py::gil_scoped_release release;
+    st = rbf_median_sums_cpu(k, n, sigma, m, &median, sums, reinterpret_cast<double*>(rows));
+  }
+  bind::raise_status(st);
+  return py::make_tuple(median, sums[0], sums[1], sums[2]);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -112,11 +130,14 @@ PYBIND11_MODULE(_C, m) {
 #endif
   );
   m.def("upper_distance_ranks", &upper_distance_ranks, py::arg("K"), py::arg("K_count"), py::arg("n"),
-        py::arg("ranks"), py::arg("samples") = 16384, py::arg("margin_sd") = 8.0,
+        py::arg("ranks"), py::arg("samples") = 8192, py::arg("margin_sd") = 6.0,
         "Order statistics (1-based ranks) of the squared distances above the diagonal of an n x n float64 Gram.");
   m.def("rbf_upper_sums", &rbf_upper_sums, py::arg("K"), py::arg("K_count"), py::arg("n"), py::arg("scale"),
         py::arg("M"), py::arg("M_count"), py::arg("rows"), py::arg("rows_count"),
         "(sum g M, sum g, sum g^2) over a < b with g = exp(-scale D); writes rows[a] = sum_{b != a} g_ab.");
+  m.def("rbf_median_sums", &rbf_median_sums, py::arg("K"), py::arg("K_count"), py::arg("n"), py::arg("sigma"),
+        py::arg("M"), py::arg("M_count"), py::arg("rows"), py::arg("rows_count"),
+        "(median, sum g M, sum g, sum g^2) with the median bandwidth: g = exp(-D / (2 sigma^2 median)); writes rows.");
   m.def("exp_nonpositive", &exp_nonpositive_for_tests, "The kernels' exp(x) for x <= 0 (for its accuracy test).");
   m.def("num_threads", &num_threads, "OpenMP threads the kernels use (1 without OpenMP).");
   m.def("simd_level", &simd_level, "The SIMD clone of the heads kernels that runs here: avx512f, avx2 or baseline.");

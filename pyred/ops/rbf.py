@@ -5,8 +5,10 @@ diagonal are read) the squared distances are D_ab = max(0, K_aa + K_bb - 2 K_ab)
 ``upper_distance_ranks`` selects order statistics of the n(n-1)/2 values D_ab,
 a < b (the median bandwidth needs one or two); ``rbf_upper_sums`` gives the sums
 over a < b of g = exp(-scale * D_ab), of g M_ab and of g^2, and g's row sums --
-everything an RBF CKA needs, without forming the n x n kernel matrix. Both run
-in pyred._C; ``available`` says whether they can run on a tensor.
+everything an RBF CKA needs, without forming the n x n kernel matrix.
+``rbf_median_sums`` does both for Kornblith et al.'s bandwidth (sigma times the
+median of all n^2 squared distances) in one call. They run in pyred._C;
+``available`` says whether they can run on a tensor.
 """
 
 from __future__ import annotations
@@ -57,3 +59,22 @@ def rbf_upper_sums(K: torch.Tensor, scale: float, M: torch.Tensor | None = None
         K.data_ptr(), K.numel(), n, float(scale), 0 if M is None else M.data_ptr(), 0 if M is None else M.numel(),
         rows.data_ptr(), n)
     return sm, sg, sgg, rows
+
+
+def rbf_median_sums(K: torch.Tensor, sigma: float, M: torch.Tensor | None = None
+                    ) -> tuple[float, float, float, float, torch.Tensor]:
+    """(median, sum g M_ab, sum g, sum g^2, rows) over a < b with g_ab = exp(-D_ab / (2 sigma^2 median)):
+    median is numpy.median of all n^2 squared distances (the zero diagonal included) of the linear Gram K
+    ((n, n) float64 CPU); the sums and rows as in :func:`rbf_upper_sums` -- all 0 when median is 0 (no
+    variance). sigma > 0; M as in :func:`rbf_upper_sums`."""
+    K = _square(K, "K")
+    n = K.shape[0]
+    if M is not None:
+        M = _square(M, "M")
+        if M.shape != K.shape:
+            raise ValueError(f"M: expected shape {tuple(K.shape)} like K, got {tuple(M.shape)}")
+    rows = torch.empty(n, dtype=torch.float64)
+    med, sm, sg, sgg = _native.cpu_module().rbf_median_sums(
+        K.data_ptr(), K.numel(), n, float(sigma), 0 if M is None else M.data_ptr(), 0 if M is None else M.numel(),
+        rows.data_ptr(), n)
+    return med, sm, sg, sgg, rows

@@ -16,11 +16,11 @@ namespace pyred {
 // Exact: a sample of the distances brackets the wanted ranks, one pass keeps the
 // values inside the bracket, and a selection among those gives the result (the
 // whole set is selected from when the bracket misses). NaN when K holds a NaN.
-// samples: pairs drawn for the bracket (16384; the whole set is selected from when
+// samples: pairs drawn for the bracket (8192; the whole set is selected from when
 // n(n-1)/2 <= 4 samples); margin_sd: the bracket's reach beyond each rank in standard
-// deviations of a sample rank (8: a miss is a 1e-15 event).
+// deviations of a sample rank (6: a miss is a 1e-9 event).
 Status upper_distance_ranks_cpu(const double* K, int64_t n, const int64_t* ranks, int64_t num_ranks, double* out,
-                                int64_t samples = 16384, double margin_sd = 8.0);
+                                int64_t samples = 8192, double margin_sd = 6.0);
 
 // With g_ab = exp(-scale * D_ab) for a < b (scale >= 0):
 //   sums[0] = sum_{a<b} g_ab M_ab   (M: n x n float64, upper triangle read; 0 when M is null)
@@ -29,6 +29,13 @@ Status upper_distance_ranks_cpu(const double* K, int64_t n, const int64_t* ranks
 //   rows[a] = sum_{b != a} g_ab     (n float64)
 // Deterministic: partial sums over fixed row ranges, added in a fixed order.
 Status rbf_upper_sums_cpu(const double* K, int64_t n, double scale, const double* M, double* sums, double* rows);
+
+// Both in one: *median = the median of all n^2 entries of the distance matrix (its zero diagonal
+// included; the mean of the two middle entries for an even count, as numpy.median), then, when it is
+// > 0, rbf_upper_sums_cpu with scale = 1 / (2 sigma^2 median) -- Kornblith et al.'s bandwidth rule.
+// Without variance (median 0) or with a NaN, sums and rows are 0.
+Status rbf_median_sums_cpu(const double* K, int64_t n, double sigma, const double* M, double* median, double* sums,
+                           double* rows);
 
 // The exponential rbf_upper_sums_cpu uses (x <= 0), exposed for its accuracy test.
 double exp_nonpositive_for_tests(double x);
