@@ -201,3 +201,21 @@ def test_grouped_layout_with_split_k_matches_the_reference(rng, max_gather):
         assert any(len(heads._slices(len(h), p.shape[1], B)) > 1 for h, p, _ in heads.groups)  # split-k in use
     torch.testing.assert_close(heads.logits(heads.batch(X), W), gathered_linear(X, W, S, backend="torch"))
     torch.testing.assert_close(heads.weight_grad(heads.batch(X), G), gathered_weight_grad(X, G, S, backend="torch"))
+
+
+@pytest.mark.skipif(_native.cpu_simd() not in ("avx2", "avx512f"), reason="needs an AVX2 + FMA or AVX-512 CPU")
+def test_simd_clones_fuse_multiply_adds():
+    """On an AVX2 + FMA (or AVX-512) CPU the heads kernels run a clone with fused multiply-adds:
+    x1 * w1 = 1 + 2^-11 + 2^-24 is exact inside an FMA and rounds to 1 + 2^-11 alone, so a head
+    summing -(1 + 2^-11) * 1 and x1 * w1 gives 2^-24 with FMA and 0 without. (GCC read
+    target_clones("avx2,fma") as two clones, and AVX2 machines ran the one without FMA.)"""
+    a, e = 1 + 2.0 ** -11, 1 + 2.0 ** -12
+    X = torch.tensor([[-a, e]] * 16, dtype=torch.float32)
+    W = torch.tensor([[1.0] * 4, [e] * 4], dtype=torch.float32)
+    out = gathered_linear(X, W, [[0, 1]], backend="native")
+    assert out.shape == (1, 16, 4) and torch.all(out == 2.0 ** -24), out[0, 0]
+    # the weight gradient: dW[1, c] = sum_b X[b, 1] G[b, c] over b = (x = -(1 + 2^-11), g = 1), (x = e, g = e)
+    Xg = torch.tensor([[0.0, -a], [0.0, e]], dtype=torch.float32)
+    G = torch.tensor([[[1.0] * 4, [e] * 4]], dtype=torch.float32)
+    dW = gathered_weight_grad(Xg, G, [[1]], backend="native")
+    assert torch.all(dW == 2.0 ** -24), dW
