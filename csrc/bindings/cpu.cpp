@@ -81,19 +81,32 @@ py::list upper_distance_ranks(std::uintptr_t K, int64_t K_count, int64_t n, cons
   return values;
 }
 
-py::tuple rbf_upper_sums(std::uintptr_t K, int64_t K_count, int64_t n, double scale, std::uintptr_t M,
-                         int64_t M_count, std::uintptr_t rows, int64_t rows_count) {
+// The operands of the RBF sums entries: K and M (optional: address 0 and count 0) n x n, rows (n).
+struct SumsOperands {
+  const double* K;
+  const double* M;
+  double* rows;
+};
+
+SumsOperands sums_operands(std::uintptr_t K, int64_t K_count, int64_t n, std::uintptr_t M, int64_t M_count,
+                           std::uintptr_t rows, int64_t rows_count) {
   bind::expect(n >= 1, "n: expected at least 1 sample, got " + std::to_string(n));
-  bind::expect(scale >= 0.0 && std::isfinite(scale), "scale: expected a finite value >= 0, got " + std::to_string(scale));
   const double* k = square("K", K, K_count, n);
   const double* m = M == 0 && M_count == 0 ? nullptr : square("M", M, M_count, n);
   bind::expect_count("rows", rows_count, n);
   bind::expect_pointer("rows", rows, rows_count);
+  return {k, m, reinterpret_cast<double*>(rows)};
+}
+
+py::tuple rbf_upper_sums(std::uintptr_t K, int64_t K_count, int64_t n, double scale, std::uintptr_t M,
+                         int64_t M_count, std::uintptr_t rows, int64_t rows_count) {
+  bind::expect(scale >= 0.0 && std::isfinite(scale), "scale: expected a finite value >= 0, got " + std::to_string(scale));
+  const SumsOperands op = sums_operands(K, K_count, n, M, M_count, rows, rows_count);
   double sums[3];
   Status st;
   {
     py::gil_scoped_release release;
-    st = rbf_upper_sums_cpu(k, n, scale, m, sums, reinterpret_cast<double*>(rows));
+    st = rbf_upper_sums_cpu(op.K, n, scale, op.M, sums, op.rows);
   }
   bind::raise_status(st);
   return py::make_tuple(sums[0], sums[1], sums[2]);
@@ -101,17 +114,13 @@ py::tuple rbf_upper_sums(std::uintptr_t K, int64_t K_count, int64_t n, double sc
 
 py::tuple rbf_median_sums(std::uintptr_t K, int64_t K_count, int64_t n, double sigma, std::uintptr_t M,
                           int64_t M_count, std::uintptr_t rows, int64_t rows_count) {
-  bind::expect(n >= 1, "n: expected at least 1 sample, got " + std::to_string(n));
   bind::expect(sigma > 0.0 && std::isfinite(sigma), "sigma: expected a finite value > 0, got " + std::to_string(sigma));
-  const double* k = square("K", K, K_count, n);
-  const double* m = M == 0 && M_count == 0 ? nullptr : square("M", M, M_count, n);
-  bind::expect_count("rows", rows_count, n);
-  bind::expect_pointer("rows", rows, rows_count);
+  const SumsOperands op = sums_operands(K, K_count, n, M, M_count, rows, rows_count);
   double median = 0.0, sums[3];
   Status st;
   {
     py::gil_scoped_release release;
-    st = rbf_median_sums_cpu(k, n, sigma, m, &median, sums, reinterpret_cast<double*>(rows));
+    st = rbf_median_sums_cpu(op.K, n, sigma, op.M, &median, sums, op.rows);
   }
   bind::raise_status(st);
   return py::make_tuple(median, sums[0], sums[1], sums[2]);

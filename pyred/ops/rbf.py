@@ -43,11 +43,8 @@ def upper_distance_ranks(K: torch.Tensor, ranks: list[int]) -> list[float]:
     return list(_native.cpu_module().upper_distance_ranks(K.data_ptr(), K.numel(), n, [int(r) for r in ranks]))
 
 
-def rbf_upper_sums(K: torch.Tensor, scale: float, M: torch.Tensor | None = None
-                   ) -> tuple[float, float, float, torch.Tensor]:
-    """With g_ab = exp(-scale * D_ab) for a < b (scale >= 0), from the linear Gram K ((n, n) float64 CPU):
-    (sum g M_ab (0.0 without M), sum g, sum g^2, rows) with rows (n,) float64, rows[a] = sum_{b != a} g_ab.
-    M: (n, n) float64 CPU; only its entries above the diagonal are read. Deterministic."""
+def _sums_call(name: str, K: torch.Tensor, value: float, M: torch.Tensor | None) -> tuple:
+    """pyred._C.<name>(K, value, M) -> (its scalars..., rows): checks K and M, allocates rows."""
     K = _square(K, "K")
     n = K.shape[0]
     if M is not None:
@@ -55,10 +52,18 @@ def rbf_upper_sums(K: torch.Tensor, scale: float, M: torch.Tensor | None = None
         if M.shape != K.shape:
             raise ValueError(f"M: expected shape {tuple(K.shape)} like K, got {tuple(M.shape)}")
     rows = torch.empty(n, dtype=torch.float64)
-    sm, sg, sgg = _native.cpu_module().rbf_upper_sums(
-        K.data_ptr(), K.numel(), n, float(scale), 0 if M is None else M.data_ptr(), 0 if M is None else M.numel(),
+    scalars = getattr(_native.cpu_module(), name)(
+        K.data_ptr(), K.numel(), n, float(value), 0 if M is None else M.data_ptr(), 0 if M is None else M.numel(),
         rows.data_ptr(), n)
-    return sm, sg, sgg, rows
+    return (*scalars, rows)
+
+
+def rbf_upper_sums(K: torch.Tensor, scale: float, M: torch.Tensor | None = None
+                   ) -> tuple[float, float, float, torch.Tensor]:
+    """With g_ab = exp(-scale * D_ab) for a < b (scale >= 0), from the linear Gram K ((n, n) float64 CPU):
+    (sum g M_ab (0.0 without M), sum g, sum g^2, rows) with rows (n,) float64, rows[a] = sum_{b != a} g_ab.
+    M: (n, n) float64 CPU; only its entries above the diagonal are read. Deterministic."""
+    return _sums_call("rbf_upper_sums", K, scale, M)
 
 
 def rbf_median_sums(K: torch.Tensor, sigma: float, M: torch.Tensor | None = None
@@ -67,14 +72,4 @@ def rbf_median_sums(K: torch.Tensor, sigma: float, M: torch.Tensor | None = None
     median is numpy.median of all n^2 squared distances (the zero diagonal included) of the linear Gram K
     ((n, n) float64 CPU); the sums and rows as in :func:`rbf_upper_sums` -- all 0 when median is 0 (no
     variance). sigma > 0; M as in :func:`rbf_upper_sums`."""
-    K = _square(K, "K")
-    n = K.shape[0]
-    if M is not None:
-        M = _square(M, "M")
-        if M.shape != K.shape:
-            raise ValueError(f"M: expected shape {tuple(K.shape)} like K, got {tuple(M.shape)}")
-    rows = torch.empty(n, dtype=torch.float64)
-    med, sm, sg, sgg = _native.cpu_module().rbf_median_sums(
-        K.data_ptr(), K.numel(), n, float(sigma), 0 if M is None else M.data_ptr(), 0 if M is None else M.numel(),
-        rows.data_ptr(), n)
-    return med, sm, sg, sgg, rows
+    return _sums_call("rbf_median_sums", K, sigma, M)
