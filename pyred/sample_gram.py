@@ -147,7 +147,7 @@ class _Columns:
 
 
 TRANSPOSE_MAX_BYTES = 2 * 2**30
-SMALL_BLOCK = 32  # columns up to which a block's Gram is multiplied in float64 (1.44 ms vs 1.52 ms at 64)
+SMALL_BLOCK = 32  # columns up to which a block's Gram is multiplied in float64 (n = 1,000, 64 columns: 2.63 ms, float32 2.14 ms)
 HELD_GRAMS_BYTES = 1 * 2**30  # the first chain's Grams kept while the full layer's Gram is completed
 
 

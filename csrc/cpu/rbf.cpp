@@ -215,6 +215,10 @@ Status upper_distance_ranks_cpu(const double* K, int64_t n, const int64_t* ranks
     }
   }
   samples = static_cast<int64_t>(sample.size());
+  if (std::any_of(sample.begin(), sample.end(), [](double x) { return x != x; })) {  // (no selection over NaN)
+    std::fill(out, out + num_ranks, nan);
+    return Status::Ok();
+  }
   const double margin = margin_sd * 0.5 * std::sqrt(static_cast<double>(samples));
   const double inf = std::numeric_limits<double>::infinity();
   const double frac = static_cast<double>(samples) / static_cast<double>(m);
