@@ -385,8 +385,8 @@ def sample_road_rbf_cka(x: torch.Tensor, S: Subsets, target: torch.Tensor | None
     n = x.shape[0]
     block = block or default_block(n)
     own = target is None and target_gram is None  # against X's own RBF Gram: its linear Gram is needed
-    # the native kernels read the upper triangles only
-    L_lin, grams = subset_grams(x, S, _Columns(x, block), with_full=own, whole=not ops_rbf.available(x))
+    native = ops_rbf.available(x)  # (L lives on x's device) the native kernels read upper triangles only
+    L_lin, grams = subset_grams(x, S, _Columns(x, block), with_full=own, whole=not native)
     if target_gram is not None:
         L = target_gram.to(F64)
     else:
@@ -394,7 +394,7 @@ def sample_road_rbf_cka(x: torch.Tensor, S: Subsets, target: torch.Tensor | None
     out = torch.zeros(len(S), dtype=F64, device=x.device)
     if L is None:
         return out
-    if ops_rbf.available(L):
+    if native:
         for k, kl, kk, ll in _native_rbf_hsics(n, grams, L, debiased, sigma):
             out[k] = _ratio(kl[None], kk[None], ll[None])[0]
         return out

@@ -13,10 +13,9 @@ namespace pyred {
 
 namespace {
 
-PYRED_INLINE double distance(const double* K, const double* diag, int64_t n, int64_t a, int64_t b) {
-  const double v = diag[a] + diag[b] - 2.0 * K[a * n + b];
-  return v > 0.0 ? v : (v == v ? 0.0 : v);  // clamp at 0, keep NaN
-}
+// D_ab from K_aa, K_bb and K_ab, clamped at 0 (rounding can take it below); NaN stays NaN (std::max(v, 0.0)
+// is v < 0 ? 0 : v). Branch-free, so the row loops that use it vectorise.
+PYRED_INLINE double distance(double kaa, double kbb, double kab) { return std::max(kaa + kbb - 2.0 * kab, 0.0); }
 
 // Row ranges [bounds[c], bounds[c+1]) of about equal upper-triangle work (row a holds n - 1 - a
 // pairs); a fixed split, so the partial sums are added in the same order on every run.
@@ -41,7 +40,7 @@ std::vector<double> all_distances(const double* K, const double* diag, int64_t n
   std::vector<double> v;
   v.reserve(static_cast<size_t>(n * (n - 1) / 2));
   for (int64_t a = 0; a < n; ++a)
-    for (int64_t b = a + 1; b < n; ++b) v.push_back(distance(K, diag, n, a, b));
+    for (int64_t b = a + 1; b < n; ++b) v.push_back(distance(diag[a], diag[b], K[a * n + b]));
   return v;
 }
 
@@ -100,39 +99,34 @@ PYRED_INLINE double exp_nonpositive(double x) {
   return e * static_cast<double>(x >= -708.0);  // branch-free, so the loops vectorise; NaN stays NaN
 }
 
-// One row's part of the sums: g_ab for b in (a, n).
-PYRED_SIMD_CLONES void row_sums(const double* K, const double* diag, int64_t n, int64_t a, double scale,
+// One row's part of the sums: g_ab for b in (a, n); with kWithM also sum g M_ab.
+template <bool kWithM>
+PYRED_INLINE void row_sums_body(const double* K, const double* diag, int64_t n, int64_t a, double scale,
                                 const double* M, double* rows, double* s) {
   const double* Ka = K + a * n;
+  const double* Ma = kWithM ? M + a * n : nullptr;
   const double kaa = diag[a];
   double sm = 0.0, sg = 0.0, sgg = 0.0;
-  if (M != nullptr) {
-    const double* Ma = M + a * n;
 #pragma omp simd reduction(+ : sm, sg, sgg)
-    for (int64_t b = a + 1; b < n; ++b) {
-      double v = kaa + diag[b] - 2.0 * Ka[b];
-      v = std::max(v, 0.0);  // (v < 0 ? 0 : v): NaN stays NaN
-      const double g = exp_nonpositive(-scale * v);
-      sm += g * Ma[b];
-      sg += g;
-      sgg += g * g;
-      rows[b] += g;
-    }
-  } else {
-#pragma omp simd reduction(+ : sg, sgg)
-    for (int64_t b = a + 1; b < n; ++b) {
-      double v = kaa + diag[b] - 2.0 * Ka[b];
-      v = std::max(v, 0.0);  // (v < 0 ? 0 : v): NaN stays NaN
-      const double g = exp_nonpositive(-scale * v);
-      sg += g;
-      sgg += g * g;
-      rows[b] += g;
-    }
+  for (int64_t b = a + 1; b < n; ++b) {
+    const double g = exp_nonpositive(-scale * distance(kaa, diag[b], Ka[b]));
+    if constexpr (kWithM) sm += g * Ma[b];
+    sg += g;
+    sgg += g * g;
+    rows[b] += g;
   }
   s[0] += sm;
   s[1] += sg;
   s[2] += sgg;
   rows[a] += sg;
+}
+
+PYRED_SIMD_CLONES void row_sums(const double* K, const double* diag, int64_t n, int64_t a, double scale,
+                                const double* M, double* rows, double* s) {
+  if (M != nullptr)
+    row_sums_body<true>(K, diag, n, a, scale, M, rows, s);
+  else
+    row_sums_body<false>(K, diag, n, a, scale, M, rows, s);
 }
 
 // Over rows [a0, a1): counts the distances below lo and the NaNs, and appends those in [lo, hi] to
@@ -149,7 +143,7 @@ PYRED_SIMD_CLONES void count_row_ranges(const double* K, const double* diag, int
     const double daa = diag[a];
     int64_t kept = 0;
     for (int64_t b = a + 1; b < n; ++b) {
-      const double v = std::max(daa + diag[b] - 2.0 * Ka[b], 0.0);
+      const double v = distance(daa, diag[b], Ka[b]);
       under += v < lo;
       bad += v != v;
       row[kept] = v;
@@ -210,7 +204,8 @@ Status upper_distance_ranks_cpu(const double* K, int64_t n, const int64_t* ranks
       int64_t p = static_cast<int64_t>((static_cast<double>(i) + 0.5) * step);
       for (int64_t j = 0; j < run; ++j, ++p) {
         while (p >= row_start + (n - 1 - a)) row_start += n - 1 - a++;
-        sample.push_back(distance(K, diag.data(), n, a, a + 1 + (p - row_start)));
+        const int64_t b = a + 1 + (p - row_start);
+        sample.push_back(distance(diag[a], diag[b], K[a * n + b]));
       }
     }
   }

@@ -208,9 +208,7 @@ def _typed(values: dict) -> dict:
             out[key] = None if v is None else _guard(lambda: check.integer(v, key, min=8))
         elif key == "cka_samples":
             out[key] = _guard(lambda: check.integer(v, key, min=2))
-        elif key in ("full_layer_seed",):
-            out[key] = _guard(lambda: check.integer(v, key, min=0))
-        elif key == "num_workers":
+        elif key in ("full_layer_seed", "num_workers"):
             out[key] = _guard(lambda: check.integer(v, key, min=0))
         elif key in ("head_chunks",):
             out[key] = _guard(lambda: check.integer(v, key, min=1))
