@@ -8,7 +8,7 @@
 #   3. pytest -m cuda, with a per-test time limit;
 #   4. compute-sanitizer memcheck over the kernels' CUDA cases;
 #   5. a short benchmark subset on the GPU: the CKA sweep against cuBLAS X^T X, the
-#      probe step (gathered, grouped, masked layouts) against the per-head loop and
+#      probe step (gathered, grouped, masked layouts; CUDA graphs) against the per-head loop and
 #      the autograd masked baseline, and the layout crossover by density;
 #   6. the paper's online stream (FeatureStream) in images/s, augmentation on the CPU
 #      or on the device, with and without AMP, against the bare forward.

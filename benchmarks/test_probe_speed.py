@@ -11,6 +11,7 @@ what differs), compared in the same process:
            each way under torch autograd and torch.optim.SGD;
   pyred:   (c) pyred's "sgd" recipe, layout chosen by its cost rule;
   pyred (masked layout): pyred's own loop with the dense layout, for the cost rule;
+  pyred (CUDA graphs): (c) with each step replayed as a CUDA graph (GPU only);
   gemm:    one float32 GEMM of the masked forward's shape, for the machine's rate.
 All three trainers must end with the same test accuracies. Then "lbfgs" against
 scikit-learn's LogisticRegression fitted head by head (n = 5,000, one seed's
@@ -59,7 +60,7 @@ def test_accuracy_sanity(data):
 
 
 @pytest.mark.parametrize("impl", ["pyred", "pyred (masked layout)", "pyred (gathered layout)", "pyred (grouped layout)",
-                                  "masked", "loop", "gemm"])
+                                  "pyred (CUDA graphs)", "masked", "loop", "gemm"])
 def test_sgd(timed, data, impl):
     from conftest import OUTPUTS
 
@@ -74,9 +75,12 @@ def test_sgd(timed, data, impl):
         acc = torch.stack([((Xte[:, S.to(Xte.device)] @ W + b).argmax(1) == yte).double().mean()
                            for S, ((W, b), _) in zip(GRID, heads)])
     else:
-        layout = "auto" if impl == "pyred" else impl.split("(")[1].split()[0]
+        graphs = impl == "pyred (CUDA graphs)"
+        if graphs and Xtr.device.type != "cuda":
+            pytest.skip("CUDA graphs need a CUDA device")
+        layout = "auto" if impl == "pyred" or graphs else impl.split("(")[1].split()[0]
         run = lambda: pyred.train_probes(Xtr, ytr, GRID, X_val=Xv, y_val=yv, seed=0, layout=layout,  # noqa: E731
-                                         progress=False, **RECIPE)
+                                         progress=False, cuda_graphs=graphs, **RECIPE)
         res = timed(GROUP, impl, run, rounds=2)
         acc = res.evaluate(Xte, yte).accuracy
         if impl == "pyred":

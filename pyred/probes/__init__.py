@@ -55,7 +55,8 @@ def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: 
       **recipe_options: "sgd": epochs=100, lr=0.1, momentum=0.9,
         weight_decay=5e-4, batch_size=256, lr_step=None (epochs // 5 rounded: the paper's
         20 of 100 and 10 of 50), lr_gamma=0.1,
-        eval_every=5, layout="auto"|"gathered"|"masked", init_seeds=None;
+        eval_every=5, layout="auto"|"gathered"|"masked"|"grouped", init_seeds=None,
+        cuda_graphs=False (True on a CUDA device: each step replayed as a CUDA graph, same numbers);
         "lbfgs": C=1.0, max_iter=100, tol=1e-6, dtype=None|"float64";
         "ridge": alphas=(1e-2, ..., 1e5).
 

@@ -22,6 +22,7 @@ class Recipe:
     needs_validation: bool
     train: Callable[..., dict]  # train(data, subsets, options, seed, progress, backend) -> fields of ProbeResult
     streams: bool = False  # trains from a FeatureStream (minibatches only)
+    run_only: tuple = ()  # options that change how a run executes, not its numbers (outside a study's identity)
 
     def option_names(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self.options)]
@@ -35,3 +36,8 @@ class Recipe:
                 raise TypeError(f"recipe {self.name!r}: unknown option {key!r}{did_you_mean(key, names)} "
                                 f"(expected some of {names})")
         return self.options(**given)
+
+    def identity_options(self, given: Mapping[str, Any] | None) -> dict:
+        """Every option that changes the numbers, defaults filled in (run-only options left out)."""
+        options = dataclasses.asdict(self.parse_options(given))
+        return {k: v for k, v in options.items() if k not in self.run_only}

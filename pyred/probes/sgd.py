@@ -17,6 +17,7 @@ import torch
 from .. import _checks as check
 from ..progress import progress_bar
 from ..subsets import Subsets
+from .cuda_graphs import GraphedStep
 from .data import ProbeData
 from .layouts import LAYOUTS, choose_layout, make_layout
 from .recipe import Recipe
@@ -28,7 +29,9 @@ class SGDOptions:
     epoch, validation every ``eval_every`` epochs, best-validation weights per head.
     ``lr_step``: epochs per x``lr_gamma`` step; None keeps the paper's ratio (20 of 100, 10 of 50):
     max(1, round(epochs / 5)), so ``epochs`` alone scales the schedule.
-    ``init_seeds``: one seed per head for its ``nn.Linear`` initialisation (default: seed + k)."""
+    ``init_seeds``: one seed per head for its ``nn.Linear`` initialisation (default: seed + k).
+    ``cuda_graphs``: replay each step as a CUDA graph (CUDA devices only; the same kernels, so the same
+    numbers -- a run-only option, outside a study's identity). Off by default: not yet timed on a GPU."""
 
     epochs: int = 100
     lr: float = 0.1
@@ -40,6 +43,7 @@ class SGDOptions:
     eval_every: int = 5
     layout: str = "auto"
     init_seeds: tuple | None = None
+    cuda_graphs: bool = False
 
     def __post_init__(self):
         if self.lr_step is None:
@@ -50,6 +54,7 @@ class SGDOptions:
         for key in ("lr", "momentum", "weight_decay", "lr_gamma"):
             object.__setattr__(self, key, check.number(getattr(self, key), key, min=0))
         check.choice(self.layout, "layout", ("auto",) + LAYOUTS)
+        object.__setattr__(self, "cuda_graphs", check.boolean(self.cuda_graphs, "cuda_graphs"))
         if self.init_seeds is not None:
             seeds = tuple(check.integer(s, "init_seeds", min=0) for s in self.init_seeds)
             object.__setattr__(self, "init_seeds", seeds)
@@ -85,43 +90,30 @@ def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, pr
 
     W0, b = init_heads(subsets, C, seeds, dtype, device)
     W = heads.from_packed(W0)
-    params, bufs = [W, b], [None, None]
+    params = [W, b]
     best = [W.clone(), b.clone()]
     best_acc = torch.full((K,), -1.0, dtype=torch.float64, device=device)
     selected = torch.full((K,), -1, dtype=torch.int64)
     val_hist, eval_epochs, loss_hist = [], [], torch.zeros(K, o["epochs"], dtype=torch.float64)
     order_gen = torch.Generator().manual_seed(seed)
-    bs, wd, mom = o["batch_size"], o["weight_decay"], o["momentum"]
+    bs = o["batch_size"]
+    loss_sum = torch.zeros(K, dtype=torch.float64, device=device)
+    step = SGDStep(heads, params, o["weight_decay"], o["momentum"], loss_sum)
+    run_step = GraphedStep(step, device) if o["cuda_graphs"] else step
 
     stream = data.stream
-    desc = f"sgd: {K} heads ({layout_name}){' on a stream' if stream is not None else ''}"
+    desc = (f"sgd: {K} heads ({layout_name}{', CUDA graphs' if o['cuda_graphs'] else ''})"
+            f"{' on a stream' if stream is not None else ''}")
     bar = progress_bar(range(o["epochs"]), progress, desc=desc, unit="epoch")
     for epoch in bar:
         lr = o["lr"] * o["lr_gamma"] ** (epoch // o["lr_step"])
-        loss_sum = torch.zeros(K, dtype=torch.float64, device=device)
+        loss_sum.zero_()
         n = 0
         batches = stream if stream is not None else array_batches(data.X, data.y, bs, order_gen)
         for Xb, yb in batches:
             n += len(yb)
-            batch = heads.batch(Xb)
-            z = heads.logits(batch, params[0]).add_(params[1][:, None, :])
-            G, lse = softmax_and_logsumexp(z)
-            rows = torch.arange(len(yb), device=device)
-            loss_sum += (lse - z[:, rows, yb]).sum(1, dtype=torch.float64)  # cross-entropy per head
-            G[:, rows, yb] -= 1.0
-            G /= len(yb)  # d(mean cross-entropy)/d(logits)
-            grads = [heads.weight_grad(batch, G), G.sum(1)]
-            for i, (p, g) in enumerate(zip(params, grads)):  # torch.optim.SGD, dampening 0, no Nesterov
-                if wd:
-                    g = g.add(p, alpha=wd)
-                if mom:
-                    if bufs[i] is None:
-                        bufs[i] = g.clone()
-                    else:
-                        bufs[i].mul_(mom).add_(g)
-                    g = bufs[i]
-                p.add_(g, alpha=-lr)
-            del Xb, batch, grads  # a wide layer's batch is large: free it before the next one is computed
+            run_step(Xb, yb, lr)
+            del Xb, yb  # a wide layer's batch is large: free it before the next one is computed
         loss_hist[:, epoch] = (loss_sum / max(n, 1)).cpu()
         if stream is not None and progress and stream.last_pass:
             bar.set_postfix(img_per_s=f"{stream.last_pass['images_per_s']:.0f}")
@@ -145,7 +137,45 @@ def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, pr
                 options={**o, "layout": layout_name})
 
 
-RECIPE = Recipe("sgd", SGDOptions, needs_validation=True, train=train_sgd, streams=True)
+RECIPE = Recipe("sgd", SGDOptions, needs_validation=True, train=train_sgd, streams=True, run_only=("cuda_graphs",))
+
+
+class SGDStep:
+    """One minibatch step of K heads, in place: logits, cross-entropy, gradients and torch.optim.SGD's
+    update (momentum, weight decay on weight and bias, no dampening, no Nesterov) of ``params`` = [W, b].
+
+    ``step(X, y, lr)``: X (B, d) features and y (B,) int64 labels on the heads' device, lr a Python float.
+    Adds each head's summed cross-entropy into ``loss_sum`` ((K,) float64). Written so that a CUDA graph
+    can capture it (see :mod:`pyred.probes.cuda_graphs`): no host synchronisation, no shape that depends
+    on values (the target logits are gathered and scattered, not indexed), state changed in place only.
+    """
+
+    def __init__(self, heads, params: list, weight_decay: float, momentum: float, loss_sum: torch.Tensor):
+        self.heads, self.params, self.wd, self.mom, self.loss_sum = heads, params, weight_decay, momentum, loss_sum
+        self.bufs = [None, None]  # momentum buffers: the first step's gradients (as torch.optim.SGD)
+
+    def __call__(self, X: torch.Tensor, y: torch.Tensor, lr: float) -> None:
+        heads, params = self.heads, self.params
+        B = y.shape[0]
+        batch = heads.batch(X)
+        z = heads.logits(batch, params[0]).add_(params[1][:, None, :])
+        G, lse = softmax_and_logsumexp(z)
+        target = y.view(1, B, 1).expand(z.shape[0], B, 1)
+        self.loss_sum += (lse - z.gather(2, target).squeeze(2)).sum(1, dtype=torch.float64)  # cross-entropy per head
+        G.scatter_(2, target, G.gather(2, target).sub_(1.0))
+        G /= B  # d(mean cross-entropy)/d(logits)
+        grads = [heads.weight_grad(batch, G), G.sum(1)]
+        del batch
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if self.wd:
+                g = g.add(p, alpha=self.wd)
+            if self.mom:
+                if self.bufs[i] is None:
+                    self.bufs[i] = g.clone()
+                else:
+                    self.bufs[i].mul_(self.mom).add_(g)
+                g = self.bufs[i]
+            p.add_(g, alpha=-lr)
 
 
 def array_batches(X: torch.Tensor, y: torch.Tensor, batch_size: int, order_gen: torch.Generator):

@@ -293,6 +293,9 @@ def validate(cfg: StudyConfig) -> None:
         raise ConfigError("recipe_options: init_seeds is set per head by the study (from its method, fraction "
                           "and seed); remove it")
     _guard(lambda: RECIPES[cfg.recipe].parse_options(cfg.recipe_options), "recipe_options")
+    if cfg.recipe_options.get("cuda_graphs") is True and not str(cfg.device or "cpu").startswith(("cuda", "gpu")):
+        raise ConfigError(f"recipe_options: cuda_graphs replays the probe step as CUDA graphs, which needs device = "
+                          f"\"cuda\"; the device is {cfg.device or 'cpu'!r}")
     if cfg.cka_debiased and cfg.cka_samples < 4:
         raise ConfigError(f"cka_samples: the debiased estimator needs at least 4 samples, got {cfg.cka_samples}")
     out = os.path.abspath(cfg.out)
@@ -309,11 +312,12 @@ def validate(cfg: StudyConfig) -> None:
 # -- identity ----------------------------------------------------------------------------------
 def identity(cfg: StudyConfig) -> dict:
     """Everything that changes the study's numbers, in canonical form (plain data, sorted where
-    order does not matter, recipe options with their defaults filled in, file digests)."""
+    order does not matter, recipe options with their defaults filled in -- run-only ones such as
+    ``cuda_graphs`` left out --, file digests)."""
     from ..probes import RECIPES
 
     recipe = RECIPES[cfg.recipe]
-    options = dataclasses.asdict(recipe.parse_options(cfg.recipe_options))
+    options = recipe.identity_options(cfg.recipe_options)
     models = []
     for m in cfg.models:
         entry = {"name": m.name, "layer": m.layer, "pool": m.pool}
@@ -341,7 +345,7 @@ def identity(cfg: StudyConfig) -> dict:
     pairs = {}
     for m in cfg.models:
         for d in cfg.datasets:
-            resolved = dataclasses.asdict(recipe.parse_options(cfg.options_for(m.name, d)))
+            resolved = recipe.identity_options(cfg.options_for(m.name, d))
             if resolved != options:
                 pairs[f"{m.name}|{d}"] = resolved
     if pairs:
