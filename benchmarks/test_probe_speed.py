@@ -153,3 +153,51 @@ def test_layout_crossover(timed, data, fraction, layout):
     timed(group, "pyred" if layout == "gathered" else f"{layout} layout",
           lambda: pyred.train_probes(Xtr[:CROSSOVER_N], ytr[:CROSSOVER_N], S, X_val=Xv[:256], y_val=yv[:256],
                                      layout=layout, epochs=1, eval_every=1, progress=False), rounds=3)
+
+
+def crossover(times: dict[float, dict[str, float]], layout: str) -> float:
+    """The density below which ``layout`` beats the masked GEMM, from {density: {layout: seconds}}:
+    midway between the densest point it wins and the next one (0 when it never wins below the
+    first loss, the largest density measured when it always wins)."""
+    densities = sorted(times)
+    wins = [times[f][layout] < times[f]["masked"] for f in densities]
+    if not wins[0]:
+        return 0.0
+    last = wins.index(False) - 1 if False in wins else len(wins) - 1
+    return densities[last] if last == len(wins) - 1 else (densities[last] + densities[last + 1]) / 2
+
+
+def test_crossover_rule():
+    t = {0.1: {"masked": 2, "gathered": 1}, 0.3: {"masked": 2, "gathered": 1.5}, 0.5: {"masked": 2, "gathered": 3}}
+    assert crossover(t, "gathered") == 0.4
+    assert crossover({0.1: {"masked": 1, "gathered": 2}}, "gathered") == 0.0
+    assert crossover({0.1: {"masked": 2, "gathered": 1}, 0.5: {"masked": 2, "gathered": 1}}, "gathered") == 0.5
+
+
+def test_report_crossover(device):
+    """Per density: the masked layout's time over each sparse layout's, and the threshold they suggest
+    for pyred.probes.layouts.GATHERED_BELOW on this device (printed, and added to PYRED_BENCH_OUT)."""
+    from conftest import RESULTS, machine
+
+    times: dict[float, dict[str, float]] = {}
+    for (group, name), t in RESULTS.items():
+        if group.startswith("layout crossover, density "):
+            f = float(group.split("density ")[1].split(",")[0])
+            times.setdefault(f, {})["gathered" if name == "pyred" else name.split()[0]] = t
+    times = {f: ts for f, ts in times.items() if {"masked", "gathered", "grouped"} <= ts.keys()}
+    if not times:
+        pytest.skip("run with test_layout_crossover")
+    fs = sorted(times)
+    lines = [f"Layout crossover on {machine()} (one epoch, K = 20, n = {CROSSOVER_N}, d = {D}):", "",
+             "| density | " + " | ".join(f"{f:.2f}" for f in fs) + " |", "|---|" + "---|" * len(fs)]
+    for layout in ("gathered", "grouped"):
+        lines.append(f"| masked / {layout} | " + " | ".join(f"{times[f]['masked'] / times[f][layout]:.2f}" for f in fs)
+                     + " |")
+    lines += ["", "Suggested thresholds (density below which the layout beats the masked GEMM): "
+              + ", ".join(f"{layout} {crossover(times, layout):.2f}" for layout in ("gathered", "grouped"))]
+    text = "\n".join(lines)
+    print("\n" + text)
+    out = os.environ.get("PYRED_BENCH_OUT")
+    if out:
+        with open(out, "a") as f:
+            f.write(text + "\n\n")
