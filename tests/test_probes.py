@@ -189,6 +189,20 @@ def test_layout_rule_follows_the_cpu_simd_level(monkeypatch):
         assert layouts.choose_layout(S, 100, torch.device("cpu")) == want, simd
 
 
+def test_wide_layers_take_a_layout_of_nnz_memory():
+    """Past WIDE_D features, or a masked weight past MASKED_MAX_BYTES, never the masked layout: the CPU takes
+    its gathered kernels; CUDA the grouped layout (torch's CUDA ops) until pyred's CUDA kernels are timed."""
+    from pyred.probes import layouts
+
+    wide = pyred.draw_subsets(layouts.WIDE_D + 1, [0.9], [1])
+    assert layouts.choose_layout(wide, layouts.WIDE_D + 1, torch.device("cpu")) == "gathered"
+    assert layouts.choose_layout(wide, layouts.WIDE_D + 1, torch.device("cuda")) == "grouped"
+    assert layouts.choose_layout(wide, layouts.WIDE_D + 1, "cuda:1") == "grouped"
+    many = pyred.draw_subsets(4096, [0.9], list(range(40)))  # 4096 x 40 x 500 float32 = 312 MiB masked
+    assert layouts.choose_layout(many, 4096, torch.device("cuda"), num_classes=500) == "grouped"
+    assert layouts.choose_layout(many, 4096, torch.device("cuda"), num_classes=10) == "masked"
+
+
 def test_epochs_alone_scales_the_lr_step():
     """--epochs N alone used to leave StepLR at 20: with 10 epochs the rate never decayed."""
     from pyred.probes.sgd import SGDOptions

@@ -48,17 +48,22 @@ def gathered_below(device) -> float:
 
 
 # The masked layout holds a dense (d, K C) weight, four times over (weights, momentum, best, gradient);
-# past this many bytes for one copy, or past WIDE_D features, "auto" takes the gathered layout, whose
-# memory is O(nnz C) -- the road for wide layers (a flattened conv map, d in the hundreds of thousands).
+# past this many bytes for one copy, or past WIDE_D features, "auto" takes a layout whose memory is
+# O(nnz C) -- the road for wide layers (a flattened conv map, d in the hundreds of thousands): on the
+# CPU the gathered kernels; on CUDA the grouped layout (cuBLAS batched GEMMs on gathered columns,
+# split along the features under a gather budget), made of torch's own CUDA ops, until pyred's CUDA
+# head kernels have run and been timed on a GPU (benchmarks/gpu_check.sh).
 MASKED_MAX_BYTES = 256 * 2**20
-WIDE_D = 65536  # wider layers (flattened maps) always take the gathered layout: memory O(B d + nnz C)
+WIDE_D = 65536  # wider layers (flattened maps) never take the masked layout
+WIDE_LAYOUT = {"cpu": "gathered", "cuda": "grouped"}
 
 
 def choose_layout(subsets: Subsets, d: int, device: torch.device, num_classes: int | None = None,
                   itemsize: int = 4) -> str:
-    """"gathered" or "masked" for these subsets of d features (see GATHERED_BELOW and MASKED_MAX_BYTES)."""
+    """The layout "auto" takes for these subsets of d features on ``device``: "masked", "gathered" or,
+    for wide layers on CUDA, "grouped" (see GATHERED_BELOW, MASKED_MAX_BYTES and WIDE_LAYOUT)."""
     if d > WIDE_D or (num_classes is not None and d * len(subsets) * num_classes * itemsize > MASKED_MAX_BYTES):
-        return "gathered"
+        return WIDE_LAYOUT.get(torch.device(device).type, "gathered")
     return "gathered" if density(subsets, d) < gathered_below(device) else "masked"
 
 
