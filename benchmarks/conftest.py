@@ -4,7 +4,8 @@ Run:  pytest benchmarks --benchmark-enable      (add -s to see the table)
 Env:  PYRED_BENCH_DEVICE=cpu|cuda, PYRED_BENCH_N, PYRED_BENCH_D, PYRED_BENCH_OUT=FILE
       (also writes the ratio table there, as markdown); test_cka_speed.py also reads
       PYRED_BENCH_N_WIDE, PYRED_BENCH_D_WIDE (the wide layer, 500 x 50,000) and
-      PYRED_BENCH_N_RBF (1,000).
+      PYRED_BENCH_N_RBF (1,000); test_probe_speed.py PYRED_BENCH_EPOCHS (3) and
+      PYRED_BENCH_D_PROBE_WIDE (100,000: the wide-layer probe step).
 
 Every ratio compares timings taken in the same process, on the same device and
 data; tests never assert on wall time.

@@ -8,8 +8,9 @@
 #   3. pytest -m cuda, with a per-test time limit;
 #   4. a short benchmark subset on the GPU: the CKA sweep against cuBLAS X^T X, the
 #      probe step (gathered, grouped, masked layouts; CUDA graphs) against the per-head
-#      loop and the autograd masked baseline, and the layout crossover by density with
-#      the thresholds it suggests for pyred.probes.layouts.GATHERED_BELOW;
+#      loop and the autograd masked baseline, one wide-layer step (d = 100,000) in each
+#      layout (for WIDE_LAYOUT), and the layout crossover by density with the thresholds
+#      it suggests for pyred.probes.layouts.GATHERED_BELOW;
 #   5. compute-sanitizer memcheck over the kernels' CUDA cases;
 #   6. the paper's online stream (FeatureStream) in images/s, augmentation on the CPU
 #      or on the device, with and without AMP, against the bare forward.
@@ -94,7 +95,7 @@ PYRED_TEST_TIMEOUT=60 stage "3. pytest -m cuda" 120 tests_cuda.log \
 rm -f "$OUT/bench.md"
 PYRED_BENCH_DEVICE=cuda PYRED_BENCH_OUT="$OUT/bench.md" stage "4. benchmarks on the GPU" 170 bench.log \
   "$PY" -m pytest -q -p no:cacheprovider benchmarks --benchmark-enable -s \
-  -k "(test_subset_cka and not loop and not gram) or test_sgd or test_layout_crossover or test_report_crossover" \
+  -k "(test_subset_cka and not loop and not gram) or test_sgd or test_wide_step or test_layout_crossover or test_report_crossover" \
   || failed=1
 
 if command -v compute-sanitizer >/dev/null 2>&1; then

@@ -15,7 +15,9 @@ what differs), compared in the same process:
   gemm:    one float32 GEMM of the masked forward's shape, for the machine's rate.
 All three trainers must end with the same test accuracies. Then "lbfgs" against
 scikit-learn's LogisticRegression fitted head by head (n = 5,000, one seed's
-14 heads + the full layer).
+14 heads + the full layer). Then one probe step of the 71 heads on a wide layer
+(d = PYRED_BENCH_D_PROBE_WIDE, default 100,000) in each layout, and the layout crossover by
+density (one epoch of 20 heads of one fraction) with the thresholds it suggests.
 """
 
 import os
@@ -153,6 +155,34 @@ def test_layout_crossover(timed, data, fraction, layout):
     timed(group, "pyred" if layout == "gathered" else f"{layout} layout",
           lambda: pyred.train_probes(Xtr[:CROSSOVER_N], ytr[:CROSSOVER_N], S, X_val=Xv[:256], y_val=yv[:256],
                                      layout=layout, epochs=1, eval_every=1, progress=False), rounds=3)
+
+
+
+# -- wide layers: one step (forward and weight gradient) of the paper's 71 heads, per layout ----------
+D_WIDE = int(os.environ.get("PYRED_BENCH_D_PROBE_WIDE", 100_000))  # past WIDE_D: "auto" avoids the masked layout
+
+
+@pytest.mark.parametrize("layout", ["gathered", "grouped", "masked"])
+def test_wide_step(timed, device, layout):
+    """A batch of 256 through the 71 paper heads of a d = D_WIDE layer and back (weight gradient):
+    "pyred" is the layout "auto" takes there (the choice README documents), the others beside it."""
+    from pyred.probes.layouts import choose_layout, make_layout
+
+    S = pyred.Subsets.concat([pyred.draw_subsets(D_WIDE, FRACTIONS, [1, 2, 3, 4, 5]),
+                              pyred.draw_subsets(D_WIDE, [1.0], [2])]).to(device)
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(256, D_WIDE, generator=g).to(device)
+    G = torch.randn(len(S), 256, C, generator=g).to(device)
+    heads = make_layout(layout, S, D_WIDE)
+    W = heads.from_packed(torch.randn(S.nnz, C, generator=g).to(device) * 0.01)
+
+    def step():
+        batch = heads.batch(X)
+        return heads.logits(batch, W), heads.weight_grad(batch, G)
+
+    auto = choose_layout(S, D_WIDE, device, C)
+    group = f"wide-layer probe step, d={D_WIDE}, K={len(S)}, B=256 (auto: {auto})"
+    timed(group, "pyred" if layout == auto else f"{layout} layout", step, rounds=3)
 
 
 def crossover(times: dict[float, dict[str, float]], layout: str) -> float:
