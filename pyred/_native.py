@@ -28,6 +28,12 @@ def _load(name: str) -> Any:
 _C = _load("_C")
 _C_cuda = _load("_C_cuda")
 
+SIMD_CAPS = ("avx512f", "avx2", "baseline")  # PYRED_SIMD: the widest SIMD level the CPU heads kernels may use
+if os.environ.get("PYRED_SIMD", "") not in ("",) + SIMD_CAPS:
+    import warnings
+
+    warnings.warn(f"PYRED_SIMD: expected one of {SIMD_CAPS}, got {os.environ['PYRED_SIMD']!r}; ignored", stacklevel=2)
+
 
 def cpu_module() -> Any:
     """The CPU kernel module, or None when it did not load."""
@@ -40,7 +46,8 @@ def cuda_module() -> Any:
 
 
 def cpu_simd() -> str | None:
-    """The SIMD level the CPU heads kernels run with here, or None without the CPU module."""
+    """The SIMD level the CPU heads kernels run with here ("avx512f", "avx2" or "baseline": the CPU's
+    widest, capped by the environment variable PYRED_SIMD), or None without the CPU module."""
     return str(_C.simd_level()) if _C is not None and hasattr(_C, "simd_level") else None
 
 

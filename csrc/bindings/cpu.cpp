@@ -9,6 +9,7 @@
 
 #include "entries.h"
 #include "pyred/rbf.h"
+#include "../cpu/simd.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -39,14 +40,16 @@ struct Cpu {
   }
 };
 
-// The widest SIMD level the heads kernels' clones use on this CPU (see cpu/simd.h).
+// The SIMD level the heads kernels run at on this CPU (see cpu/simd.h).
 std::string simd_level() {
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return "avx512f";
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2";
-#endif
-  return "baseline";
+  switch (detect_simd()) {
+    case SimdLevel::Avx512:
+      return "avx512f";
+    case SimdLevel::Avx2:
+      return "avx2";
+    default:
+      return "baseline";
+  }
 }
 
 int num_threads() {
@@ -149,5 +152,21 @@ PYBIND11_MODULE(_C, m) {
         "(median, sum g M, sum g, sum g^2) with the median bandwidth: g = exp(-D / (2 sigma^2 median)); writes rows.");
   m.def("exp_nonpositive", &exp_nonpositive_for_tests, "The kernels' exp(x) for x <= 0 (for its accuracy test).");
   m.def("num_threads", &num_threads, "OpenMP threads the kernels use (1 without OpenMP).");
-  m.def("simd_level", &simd_level, "The SIMD clone of the heads kernels that runs here: avx512f, avx2 or baseline.");
+  m.def(
+      "heads_tiles",
+      [](const std::string& level, int dtype, int64_t C) {
+        const int lv = level == "avx512f" ? 2 : level == "avx2" ? 1 : level == "baseline" ? 0 : -1;
+        if (lv < 0) throw py::value_error("level: expected 'avx512f', 'avx2' or 'baseline', got '" + level + "'");
+        if (dtype != 0 && dtype != 1) throw py::value_error("dtype: expected 0 (float32) or 1 (float64)");
+        if (C < 1) throw py::value_error("C: expected at least 1 class");
+        const HeadsTile t = heads_tile_cpu(lv, dtype == 0 ? DType::Float32 : DType::Float64, C);
+        py::dict out;
+        out["forward_classes"] = t.forward_classes;
+        out["forward_tiles"] = t.forward_tiles;
+        out["grad_rows"] = t.grad_rows;
+        out["vector_bytes"] = t.vector_bytes;
+        return out;
+      },
+      "The register tiles of the heads kernels at a SIMD level for dtype (0 float32, 1 float64) and C classes.");
+  m.def("simd_level", &simd_level, "The SIMD level the heads kernels run at here: avx512f, avx2 (with FMA) or baseline.");
 }

@@ -68,7 +68,12 @@ def choose_layout(subsets: Subsets, d: int, device: torch.device, num_classes: i
 
 
 class GatheredHeads:
-    """Packed (nnz, C) weights; a batch is carried features-major (d, B)."""
+    """Packed (nnz, C) weights; a batch is carried features-major (d, B).
+
+    Inside, each head's rows follow its features in ascending order (the native kernels then walk
+    the features once, block by block, for all heads: see csrc/cpu/heads.cpp); ``from_packed`` and
+    ``to_packed`` convert from and to the order of ``subsets.indices``.
+    """
 
     name = "gathered"
 
@@ -76,21 +81,26 @@ class GatheredHeads:
         self.S, self.d, self.backend = subsets, d, backend
         self.row_head = torch.repeat_interleave(torch.arange(len(subsets), device=subsets.device),
                                                 subsets.offsets.diff())
+        # rows sorted by (head, feature); heads stay contiguous, so offsets and row_head still hold
+        self.order = torch.argsort(self.row_head * max(1, d) + subsets.indices, stable=True)
+        self.indices = subsets.indices[self.order]
 
     def from_packed(self, W: torch.Tensor) -> torch.Tensor:
-        return W.clone()
+        return W[self.order]
 
     def to_packed(self, W: torch.Tensor) -> torch.Tensor:
-        return W
+        out = torch.empty_like(W)
+        out[self.order] = W
+        return out
 
     def batch(self, X: torch.Tensor):
         return features_major(X)
 
     def logits(self, XT, W) -> torch.Tensor:  # (K, B, C)
-        return forward_xt(XT, self.S.indices, self.S.offsets, W, self.backend)
+        return forward_xt(XT, self.indices, self.S.offsets, W, self.backend)
 
     def weight_grad(self, XT, G) -> torch.Tensor:  # (nnz, C)
-        return weight_grad_xt(XT, self.S.indices, self.S.offsets, G.contiguous(), self.backend)
+        return weight_grad_xt(XT, self.indices, self.S.offsets, G.contiguous(), self.backend)
 
     def copy_heads(self, dst: torch.Tensor, src: torch.Tensor, heads: torch.Tensor) -> None:
         """dst[weights of head k] = src[...] where heads[k] (a (K,) bool mask)."""

@@ -25,6 +25,14 @@ Status gathered_forward_cpu(const void* XT, DType dtype, int64_t B, int64_t ldx,
 Status gathered_weight_grad_cpu(const void* XT, DType dtype, int64_t B, int64_t ldx, int64_t d,
                                 const IndexLists& heads, const void* G, int64_t C, void* dW);
 
+// The register tiles the CPU kernels use at a SIMD level (0 baseline, 1 AVX2 + FMA, 2 AVX-512) for
+// dtype and C classes: forward classes x batch tiles per task, gradient rows per task, vector bytes
+// (all 0 for a level this build has no kernels for).
+struct HeadsTile {
+  int forward_classes, forward_tiles, grad_rows, vector_bytes;
+};
+HeadsTile heads_tile_cpu(int level, DType dtype, int64_t C);
+
 // CUDA versions, same arguments plus a stream (device pointers, no
 // synchronisation; a list with an out-of-range index yields NaN).
 Status gathered_forward_cuda(const void* XT, DType dtype, int64_t B, int64_t ldx, int64_t d,
