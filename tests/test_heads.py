@@ -318,3 +318,26 @@ def test_narrower_simd_levels_compute_the_same_heads(level):
     got_level, worst = out.stdout.split()
     assert got_level == level
     assert float(worst) <= 1.0, worst  # within 1e-4 (float32) / 1e-11 (float64) of the reference, relative
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_padding_is_read_but_never_leaks(rng, dtype):
+    """A batch of B rows (not a multiple of 16) in a buffer with padded rows: the kernels read whole tiles
+    from the caller's padding instead of copying XT per call; NaN there must not reach the logits."""
+    from pyred.ops.heads import features_major, forward_xt, weight_grad_xt
+
+    B, d, C = 37, 3000, 5
+    X = torch.tensor(rng.normal(size=(B, d)), dtype=dtype)
+    XT = features_major(X)
+    assert XT.stride(0) == B + 16 and torch.all(XT.as_strided((d, 16), (B + 16, 1), B) == 0)  # zero padding
+    XT.as_strided((d, 16), (B + 16, 1), B).fill_(float("nan"))
+    for ascending in (True, False):
+        lists = [rng.choice(d, size=m, replace=False) for m in (1, 40, 900, d)]
+        lists = [np.sort(s) if ascending else s for s in lists]
+        S = pyred.Subsets.from_lists(lists, d=d)
+        W = torch.tensor(rng.normal(size=(S.nnz, C)), dtype=dtype)
+        G = torch.tensor(rng.normal(size=(len(S), B, C)), dtype=dtype)
+        got, dW = forward_xt(XT, S.indices, S.offsets, W), weight_grad_xt(XT, S.indices, S.offsets, G)
+        tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-2)
+        torch.testing.assert_close(got, gathered_linear(X, W, S, backend="torch"), **tol)
+        torch.testing.assert_close(dW, gathered_weight_grad(X, G, S, backend="torch"), **tol)

@@ -176,16 +176,15 @@ GradTile<T> grad_tile(SimdLevel level = detect_simd()) {
   else return {1, grad_f64_1_base};
 }
 
-// The batch as a features-major buffer whose row length is a whole number of
-// `rows` lanes: the caller's own memory when it already is, else a zero-padded copy.
+// The batch as a features-major buffer whose rows hold a whole number of tiles,
+// Bp = B rounded up to `rows`: the caller's own memory when its row padding
+// (ldx >= Bp) holds the extra lanes -- read, never stored, as features_major()
+// pads with zeros -- else a zero-padded copy (a whole copy of XT per call).
 template <typename T>
 const T* padded_batch(const T* XT, int64_t B, int64_t ldx, int64_t d, int64_t rows, int64_t* Bp,
                       std::vector<T>* copy) {
   *Bp = round_up(B, rows);
-  if (*Bp <= ldx && B % rows == 0) {
-    *Bp = B;
-    return XT;  // rows [B, ldx) are never read
-  }
+  if (*Bp <= ldx) return XT;
   copy->assign(static_cast<size_t>(d * *Bp), T(0));
   for (int64_t i = 0; i < d; ++i) std::copy(XT + i * ldx, XT + i * ldx + B, copy->data() + i * *Bp);
   return copy->data();
