@@ -341,3 +341,21 @@ def test_row_padding_is_read_but_never_leaks(rng, dtype):
         tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=2e-4, atol=2e-2)
         torch.testing.assert_close(got, gathered_linear(X, W, S, backend="torch"), **tol)
         torch.testing.assert_close(dW, gathered_weight_grad(X, G, S, backend="torch"), **tol)
+
+
+def test_a_view_cut_from_a_wider_buffer_is_copied_before_the_kernels_read_its_padding(rng):
+    """XT = big[:, 3:3 + B] has rows 40 apart, but its storage ends 37 elements after its last row's start:
+    the kernels may read all d * ldx elements, so the view goes to them as a copy."""
+    from pyred.ops.heads import _xt_args, forward_xt
+
+    B, d = 21, 500
+    big = torch.tensor(rng.normal(size=(d, 40)), dtype=torch.float32)
+    XT = big[:, 3:3 + B]
+    XT2, _, _, ldx = _xt_args(XT)
+    assert XT2.is_contiguous() and ldx == B
+    wide = big[:, :B]  # offset 0: the storage holds all d * 40 elements, nothing to copy
+    assert _xt_args(wide)[0].data_ptr() == wide.data_ptr() and _xt_args(wide)[3] == 40
+    S = pyred.Subsets.from_lists([np.sort(rng.choice(d, 50, replace=False)), np.arange(d)], d=d)
+    W = torch.tensor(rng.normal(size=(S.nnz, 3)), dtype=torch.float32)
+    torch.testing.assert_close(forward_xt(XT, S.indices, S.offsets, W),
+                               gathered_linear(XT.T.contiguous(), W, S, backend="torch"), rtol=2e-4, atol=2e-3)

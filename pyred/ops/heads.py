@@ -54,11 +54,16 @@ def features_major(X: torch.Tensor) -> torch.Tensor:
 
 
 def _xt_args(XT):
-    """(d, B, ldx) of a features-major batch whose rows are contiguous; the kernels read B entries a row."""
+    """(XT, d, B, ldx) of a features-major batch whose rows are contiguous. The kernels may read all d * ldx
+    elements from XT's first (row padding included: whole tiles of 16 rows), so a view whose storage ends
+    before that (one cut from inside a wider buffer) is copied."""
     if XT.stride(1) != 1 and XT.shape[1] > 1:
         raise ValueError("XT: rows must be contiguous (stride 1 along the batch)")
     d, B = XT.shape
-    return d, B, max(XT.stride(0), B)
+    ldx = max(XT.stride(0), B)
+    if XT.numel() and XT.untyped_storage().nbytes() // XT.element_size() - XT.storage_offset() < d * ldx:
+        XT, ldx = XT.contiguous(), B
+    return XT, d, B, ldx
 
 
 def _operand(t: torch.Tensor, XT: torch.Tensor, name: str) -> torch.Tensor:
@@ -85,7 +90,7 @@ def forward_xt(XT, indices, offsets, W, backend="auto"):
     module = _native_for(XT, backend)
     if module is None:
         return gathered_forward_torch(XT.T, indices, offsets, W)
-    d, B, ldx = _xt_args(XT)
+    XT, d, B, ldx = _xt_args(XT)
     C = W.shape[1]
     out = XT.new_empty(offsets.numel() - 1, B, C)
     call_native(module, "gathered_forward", XT, _addr(XT), d * ldx, _DTYPE_CODE[XT.dtype], B, ldx, d, _addr(indices),
@@ -100,7 +105,7 @@ def weight_grad_xt(XT, indices, offsets, G, backend="auto"):
     module = _native_for(XT, backend)
     if module is None:
         return gathered_weight_grad_torch(XT.T, indices, offsets, G)
-    d, B, ldx = _xt_args(XT)
+    XT, d, B, ldx = _xt_args(XT)
     C = G.shape[2]
     dW = XT.new_empty(indices.numel(), C)
     call_native(module, "gathered_weight_grad", XT, _addr(XT), d * ldx, _DTYPE_CODE[XT.dtype], B, ldx, d,

@@ -6,7 +6,9 @@
 // The batch comes features-major, XT (d, ldx): XT[i * ldx + b] is feature i of
 // batch row b, for b < B <= ldx. Reading feature i for a run of batch rows is
 // then one contiguous load, whatever the subset (callers transpose a batch once
-// and use it for the forward and the gradient).
+// and use it for the forward and the gradient). All d * ldx elements of XT may
+// be read: the CPU forward reads whole tiles of 16 rows from the row padding
+// [B, ldx) when it is wide enough (those lanes are never stored).
 #pragma once
 
 #include <cstdint>
