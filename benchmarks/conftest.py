@@ -65,6 +65,15 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
 
 
+def report(text: str) -> None:
+    """Prints a table, and appends it to PYRED_BENCH_OUT when that is set."""
+    print("\n\n" + text)
+    out = os.environ.get("PYRED_BENCH_OUT")
+    if out:
+        with open(out, "a") as f:
+            f.write(text + "\n\n")
+
+
 def pytest_sessionfinish(session, exitstatus):
     if not RESULTS:
         return
@@ -78,9 +87,4 @@ def pytest_sessionfinish(session, exitstatus):
                 continue
             ratio = f"{t / mine:.2f}x" if mine else "-"
             lines.append(f"| {g} | {name} | {t:.4f} | {ratio} |")
-    table = "\n".join(lines)
-    print("\n\n" + table)
-    out = os.environ.get("PYRED_BENCH_OUT")
-    if out:
-        with open(out, "a") as f:
-            f.write(table + "\n\n")
+    report("\n".join(lines))

@@ -207,7 +207,7 @@ def test_crossover_rule():
 def test_report_crossover(device):
     """Per density: the masked layout's time over each sparse layout's, and the threshold they suggest
     for pyred.probes.layouts.GATHERED_BELOW on this device (printed, and added to PYRED_BENCH_OUT)."""
-    from conftest import RESULTS, machine
+    from conftest import RESULTS, machine, report
 
     times: dict[float, dict[str, float]] = {}
     for (group, name), t in RESULTS.items():
@@ -225,9 +225,4 @@ def test_report_crossover(device):
                      + " |")
     lines += ["", "Suggested thresholds (density below which the layout beats the masked GEMM): "
               + ", ".join(f"{layout} {crossover(times, layout):.2f}" for layout in ("gathered", "grouped"))]
-    text = "\n".join(lines)
-    print("\n" + text)
-    out = os.environ.get("PYRED_BENCH_OUT")
-    if out:
-        with open(out, "a") as f:
-            f.write(text + "\n\n")
+    report("\n".join(lines))
