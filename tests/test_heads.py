@@ -249,7 +249,7 @@ def test_register_tiles_fit_each_levels_registers():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("B, d, C", [(40, 5000, 10), (7, 3000, 21), (256, 9000, 3), (17, 2500, 1)])
+@pytest.mark.parametrize("B, d, C", [(40, 5000, 10), (7, 3000, 21), (256, 9000, 3), (17, 2500, 1), (1000, 3000, 3)])
 def test_ascending_lists_take_the_feature_blocked_roads(rng, dtype, B, d, C):
     """Lists whose indices ascend (as GatheredHeads keeps them) are walked block of features by block
     (several blocks here, some heads absent from some blocks, heads cut into chunks): the same logits
