@@ -34,7 +34,14 @@ D = int(os.environ.get("PYRED_BENCH_D", 2048))
 C = 10
 EPOCHS = int(os.environ.get("PYRED_BENCH_EPOCHS", 3))
 FRACTIONS = [0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9]
-GRID = pyred.Subsets.concat([pyred.draw_subsets(D, FRACTIONS, [1, 2, 3, 4, 5]), pyred.draw_subsets(D, [1.0], [2])])
+
+
+def paper_grid(d: int) -> pyred.Subsets:
+    """The paper's 71 heads on d features: 14 fractions x 5 seeds, and the full layer."""
+    return pyred.Subsets.concat([pyred.draw_subsets(d, FRACTIONS, [1, 2, 3, 4, 5]), pyred.draw_subsets(d, [1.0], [2])])
+
+
+GRID = paper_grid(D)
 RECIPE = dict(epochs=EPOCHS, eval_every=EPOCHS, lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=256, lr_step=20)
 GROUP = f"sgd probes, n={N_TRAIN}, d={D}, K={len(GRID)}, {EPOCHS} epochs"
 
@@ -168,8 +175,7 @@ def test_wide_step(timed, device, layout):
     "pyred" is the layout "auto" takes there (the choice README documents), the others beside it."""
     from pyred.probes.layouts import choose_layout, make_layout
 
-    S = pyred.Subsets.concat([pyred.draw_subsets(D_WIDE, FRACTIONS, [1, 2, 3, 4, 5]),
-                              pyred.draw_subsets(D_WIDE, [1.0], [2])]).to(device)
+    S = paper_grid(D_WIDE).to(device)
     g = torch.Generator().manual_seed(0)
     X = torch.randn(256, D_WIDE, generator=g).to(device)
     G = torch.randn(len(S), 256, C, generator=g).to(device)

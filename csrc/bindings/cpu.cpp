@@ -157,9 +157,9 @@ PYBIND11_MODULE(_C, m) {
       [](const std::string& level, int dtype, int64_t C) {
         const int lv = level == "avx512f" ? 2 : level == "avx2" ? 1 : level == "baseline" ? 0 : -1;
         if (lv < 0) throw py::value_error("level: expected 'avx512f', 'avx2' or 'baseline', got '" + level + "'");
-        if (dtype != 0 && dtype != 1) throw py::value_error("dtype: expected 0 (float32) or 1 (float64)");
+        const DType dt = bind::dtype_from_code(dtype);
         if (C < 1) throw py::value_error("C: expected at least 1 class");
-        const HeadsTile t = heads_tile_cpu(lv, dtype == 0 ? DType::Float32 : DType::Float64, C);
+        const HeadsTile t = heads_tile_cpu(lv, dt, C);
         py::dict out;
         out["forward_classes"] = t.forward_classes;
         out["forward_tiles"] = t.forward_tiles;
