@@ -13,7 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import _checks as check
-from .gram import MAX_GRAM_DIM, GramStats, _finite
+from . import cka_autograd
+from .gram import MAX_GRAM_DIM, GramStats
+from .numerics import require_finite
 from .ops.arrays import float_matrix, from_torch
 from .sample_gram import features_road_cost, sample_road_cka, sample_road_cost, sample_road_rbf_cka
 from .subsets import Subsets, as_subsets
@@ -37,7 +39,9 @@ def linear_cka(X: Any, Y: Any, debiased: bool = False, *, chunk_size: int | None
         whenever d or e > 65,536).
 
     Returns:
-      CKA as a Python float; 0.0 when either side has no variance.
+      CKA as a Python float; 0.0 when either side has no variance. When X or Y is a torch
+      tensor that requires grad (and grad mode is on): a 0-d float64 tensor whose gradient is
+      exact (plain differentiable torch on the chosen route's algebra; see :mod:`pyred.cka_autograd`).
     """
     route = check.choice(route, "route", ROUTES)
     if route == "auto":
@@ -45,6 +49,10 @@ def linear_cka(X: Any, Y: Any, debiased: bool = False, *, chunk_size: int | None
         wide = max(d, e) > MAX_GRAM_DIM
         route = "samples" if wide or (n <= MAX_SAMPLE_GRAM and n * n * (d + e) < n * (d * d + e * e + d * e) / 2) \
             else "features"
+    if cka_autograd.wants_grad(X, Y):
+        d = _width(X)
+        return cka_autograd.subset_cka(X, Subsets.from_lists([range(d)], d=d), _as_target(X, Y), debiased,
+                                       route)[0]
     if route == "features":
         return GramStats.from_features(X, Y, debiased=debiased, chunk_size=chunk_size, target_name="Y").cka()
     d = _width(X)
@@ -60,8 +68,8 @@ def _as_target(X: Any, Y: Any) -> Any:
 
 
 def subset_cka(X: Any, subsets: Subsets | Any, target: Any = None, debiased: bool = False, *,
-               chunk_size: int | None = None, route: str = "auto", kernel: str = "linear", sigma: float = 0.8,
-               target_gram: Any = None) -> Any:
+               chunk_size: int | None = None, route: str = "auto", kernel: str = "linear",
+               sigma: float | None = None, target_gram: Any = None) -> Any:
     """CKA of each neuron subset of X with a target representation.
 
     Args:
@@ -77,15 +85,19 @@ def subset_cka(X: Any, subsets: Subsets | Any, target: Any = None, debiased: boo
         sample road whenever d > 65,536, the feature road whenever n > 32,768).
         Both give the same numbers up to rounding.
       kernel: "linear", or "rbf": the Gaussian kernel with bandwidth ``sigma``
-        times the median pairwise distance (Kornblith et al. 2019's rule, per
-        subset); the target's Gram is the RBF Gram of ``target`` (or of X).
+        (default 0.8; RBF only) times the median pairwise distance (Kornblith et
+        al. 2019's rule, per subset); the target's Gram is the RBF Gram of
+        ``target`` (or of X).
         RBF goes through the sample road.
       target_gram: an (n, n) kernel Gram of the target, used instead of
         ``target`` (any kernel; with kernel="rbf" only).
 
     Returns:
       (K,) float64 array of X's kind and device: CKA(X[:, S_k], target). An
-      empty subset (k = 0) or one without variance gets 0.0.
+      empty subset (k = 0) or one without variance gets 0.0. With the linear kernel,
+      when X or target is a torch tensor that requires grad (and grad mode is on), the
+      result carries autograd history and its gradient is exact (see
+      :mod:`pyred.cka_autograd`); every other road returns a result without history.
     """
     d = _width(X)
     subsets = as_subsets(subsets, d)
@@ -95,11 +107,16 @@ def subset_cka(X: Any, subsets: Subsets | Any, target: Any = None, debiased: boo
         if route == "features":
             raise ValueError("route: the RBF kernel has no feature-space form; use route='samples' (or 'auto')")
         route = "samples"
-        sigma = check.number(sigma, "sigma", min=0, min_exclusive=True)
+        sigma = check.number(0.8 if sigma is None else sigma, "sigma", min=0, min_exclusive=True)
     elif target_gram is not None:
         raise ValueError("target_gram: only with kernel='rbf' (give target= features for linear CKA)")
+    elif sigma is not None:
+        raise ValueError(f"sigma: the bandwidth of the RBF kernel; kernel is 'linear', which has none "
+                         f"(got sigma={sigma!r}; pass kernel='rbf' or drop sigma)")
     if route == "auto":
         route = choose_route(_rows(X), d, subsets, debiased)
+    if kernel == "linear" and cka_autograd.wants_grad(X, target):
+        return cka_autograd.subset_cka(X, subsets, target, debiased, route)
     if route == "features":
         return GramStats.from_features(X, target, debiased=debiased, chunk_size=chunk_size).subset_cka(subsets)
     x, kind = float_matrix(X, "X")
@@ -116,7 +133,7 @@ def subset_cka(X: Any, subsets: Subsets | Any, target: Any = None, debiased: boo
                          f"samples, got n={n}")
     S = subsets.to(x.device)
     if kernel == "linear":
-        return from_torch(_finite(sample_road_cka(x, S, y, debiased), "subset_cka"), kind)
+        return from_torch(require_finite(sample_road_cka(x, S, y, debiased), "subset_cka"), kind)
     L = None
     if target_gram is not None:
         if target is not None:
@@ -125,7 +142,7 @@ def subset_cka(X: Any, subsets: Subsets | Any, target: Any = None, debiased: boo
         if L.shape != (n, n):
             raise ValueError(f"target_gram: expected an ({n}, {n}) Gram, got {tuple(L.shape)}")
         L = L.to(x.device)
-    return from_torch(_finite(sample_road_rbf_cka(x, S, y, L, debiased, sigma), "subset_cka"), kind)
+    return from_torch(require_finite(sample_road_rbf_cka(x, S, y, L, debiased, sigma), "subset_cka"), kind)
 
 
 def choose_route(n: int, d: int, subsets: Subsets, debiased: bool = False) -> str:

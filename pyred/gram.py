@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from . import _checks as check
+from .numerics import absmax, exponent, ldexp, ratio, require_finite, stream_exponent
 from .ops.arrays import check_all_finite, float_matrix, from_torch, to_torch
 from .ops.reductions import gathered_block_sums, segment_sums
 from .subsets import Subsets, as_subsets
@@ -76,23 +77,6 @@ def _hsic(xy, uu, su_a, su_b, n: int, debiased: bool):
     return xy - n / (n - 2) * uu + su_a * su_b / ((n - 1) * (n - 2))
 
 
-def _ratio(num, den_a, den_b):
-    """num / sqrt(den_a den_b), defined as 0 where a side has no (estimated) variance
-    (den <= 0). A NaN stays NaN -- it is never turned into a plausible 0 -- and
-    callers raise on it."""
-    prod = den_a * den_b
-    safe = prod > 0
-    out = torch.where(safe, num / torch.sqrt(torch.where(safe, prod, torch.ones_like(prod))), torch.zeros_like(num))
-    return torch.where(torch.isnan(prod) | torch.isnan(num), torch.full_like(out, float("nan")), out)
-
-
-def _finite(values: torch.Tensor, what: str) -> torch.Tensor:
-    if not bool(torch.isfinite(values).all()):
-        raise FloatingPointError(f"{what}: the computation produced a non-finite value for finite input; "
-                                 "please report this with the input's shape, dtype and value range")
-    return values
-
-
 @dataclass
 class _Sums:
     """float64 sums over samples of products of the shifted, scaled chunks z (of X) and w (of Y).
@@ -130,18 +114,12 @@ class _Sums:
             v = getattr(self, f.name)
             if v is not None:
                 a, b = self.DEGREES[f.name]
-                setattr(self, f.name, _ldexp(v, a * dz + b * dw))
+                setattr(self, f.name, ldexp(v, a * dz + b * dw))
 
 
 class _Scaled:
-    """A stream's power-of-two scale 2^E: chunks are multiplied by 2^-E before their products.
-
-    E stays 0 -- no extra pass over the data -- while every chunk's largest entry is within
-    2^(+-SAFE) of 1, where the products of degree <= 4 cannot overflow or underflow the compute
-    precision; otherwise E follows the largest exponent seen (earlier sums are rescaled to match).
-    """
-
-    SAFE = {torch.float32: 20, torch.float64: 200}
+    """A stream's power-of-two scale 2^E: chunks are multiplied by 2^-E before their products, E following
+    :func:`pyred.numerics.stream_exponent` (earlier sums are rescaled when it changes)."""
 
     def __init__(self):
         self.E: int | None = None
@@ -149,17 +127,13 @@ class _Scaled:
     def apply(self, z: torch.Tensor, zmax: float, sums: _Sums, which: int, dtype) -> torch.Tensor:
         """z * 2^-E in ``dtype`` (in place when z is already of ``dtype``), after raising E if the
         exponent of zmax = max|z| needs it (rescaling ``sums`` to match)."""
-        safe = self.SAFE[dtype]
-        e = math.frexp(zmax)[1] if zmax > 0 else None
-        if self.E is None:
-            self.E = 0 if e is None or abs(e) <= safe else e
-        elif e is not None and (e - self.E > safe or (self.E != 0 and e > self.E)):
-            new = e if abs(e) > safe else 0
+        new = stream_exponent(self.E, exponent(zmax), dtype)
+        if self.E is not None and new != self.E:
             sums.rescale(*((self.E - new, 0) if which == 0 else (0, self.E - new)))
-            self.E = new
+        self.E = new
         if z.dtype == dtype:
-            return _ldexp(z, -self.E, inplace=True)
-        return _ldexp(z, -self.E).to(dtype)
+            return ldexp(z, -self.E, inplace=True)
+        return ldexp(z, -self.E).to(dtype)
 
 
 class GramStats:
@@ -318,7 +292,7 @@ class GramStats:
         ey = self._scale_y.E or 0
 
         def up(t, k):
-            return None if t is None else _ldexp(t, k)
+            return None if t is None else ldexp(t, k)
 
         return Moments(m.n, up(m.C, 2 * ex), self._sx + up(m.mean, ex), up(m.P, 4 * ex), up(m.Cxy, ex + ey),
                        up(m.Cyy, 2 * ey), up(m.q, 2 * ex + 2 * ey), up(m.uu_y, 4 * ey))
@@ -395,7 +369,7 @@ class GramStats:
         else:
             num = segment_sums(T["t"], S)
             den = gathered_block_sums(T["W"], S)
-        return from_torch(_finite(_ratio(num, den, T["hsic_tt"]), "subset_cka"), self._kind)
+        return from_torch(require_finite(ratio(num, den, T["hsic_tt"]), "subset_cka"), self._kind)
 
     def subset_pair_cka(self, subsets_a: Subsets | Any, subsets_b: Subsets | Any) -> Any:
         """(K,) float64: CKA(X[:, A_k], X[:, B_k]) for K pairs of subsets of X."""
@@ -414,7 +388,7 @@ class GramStats:
                  for i, (u, v) in enumerate(((sa, sb), (sa, sa), (sb, sb)))]
         else:
             h = [blk[i * K:(i + 1) * K] for i in range(3)]
-        return from_torch(_finite(_ratio(h[0], h[1], h[2]), "subset_pair_cka"), self._kind)
+        return from_torch(require_finite(ratio(h[0], h[1], h[2]), "subset_pair_cka"), self._kind)
 
     def cka(self) -> float:
         """Linear CKA between the whole layer X and the target (1.0 without a target)."""
@@ -423,7 +397,7 @@ class GramStats:
         c_sum = T["c"].sum()
         hsic_xx = _hsic(T["W"].sum(), self._scaled_moments().P.sum() if deb else None, c_sum, c_sum, n, deb)
         hsic_xt = _hsic(T["t"].sum(), T["q"].sum() if deb else None, c_sum, T["su_t"], n, deb)
-        return float(_finite(_ratio(hsic_xt, hsic_xx, T["hsic_tt"]), "linear_cka"))
+        return float(require_finite(ratio(hsic_xt, hsic_xx, T["hsic_tt"]), "linear_cka"))
 
 
 def paired_chunk(x: Any, y: Any, dim: int | None, target_dim: int | None, owner: str,
@@ -453,6 +427,9 @@ def _column_means(t: torch.Tensor, check_as: str | None) -> torch.Tensor:
         if check_as:
             check_all_finite(t, check_as)
         mean = t.mean(0, dtype=F64)
+        if not bool(torch.isfinite(mean).all()) and bool(torch.isfinite(t).all()):
+            e = exponent(absmax(t))  # finite float64 entries whose sum overflows: average them scaled
+            mean = ldexp(ldexp(t.to(F64), -e).mean(0), e)
     return mean.to(F64)
 
 
@@ -462,29 +439,12 @@ def _shifted(t: torch.Tensor, shift: torch.Tensor, device, dtype, name: str) -> 
     ``name`` and the first bad (row, column)."""
     t = t.to(device)
     z = t.to(dtype) - shift.to(dtype)
-    zmax = _absmax(z)
+    zmax = absmax(z)
     if not math.isfinite(zmax):
         check_all_finite(t, name)  # raises with the first bad (row, column) if the input holds one
         z = t.to(F64) - shift
-        zmax = _absmax(z)
+        zmax = absmax(z)
     return z, zmax
-
-
-def _absmax(z: torch.Tensor) -> float:
-    if not z.numel():
-        return 0.0
-    lo, hi = torch.aminmax(z)
-    return max(-float(lo), float(hi))
-
-
-def _ldexp(t: torch.Tensor, k: int, inplace: bool = False) -> torch.Tensor:
-    """t * 2^k, exact, in steps small enough that no power of two overflows t's dtype."""
-    while k:
-        step = max(-100, min(100, k))
-        t = t.mul_(2.0 ** step) if inplace else t * (2.0 ** step)
-        inplace = True  # t is a fresh tensor from here on
-        k -= step
-    return t
 
 
 def symmetric_product(z: torch.Tensor, block: int = 512) -> torch.Tensor:

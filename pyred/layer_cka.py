@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from . import _checks as check
-from .gram import _ratio
+from .numerics import ratio
 from .sample_gram import centred, rbf_gram, unbiased_hsic
 
 F64 = torch.float64
@@ -175,4 +175,4 @@ def layer_cka(backbone_a, dataset, layers_a: Sequence[str] | None = None, backbo
                 kl[i, j] = (Ki * Lj).sum()
         for j, Lj in enumerate(Gb):
             kb[j] = (Lj * Lj).sum()
-    return _ratio(kl, ka[:, None], kb[None, :]), names_a, names_b
+    return ratio(kl, ka[:, None], kb[None, :]), names_a, names_b

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from . import _checks as check
-from .gram import _finite, _ratio, paired_chunk
+from .gram import paired_chunk
+from .numerics import absmax, exponent, ldexp, ratio, require_finite, stream_exponent
 from .ops.arrays import from_torch
 from .sample_gram import sample_road_hsic
 from .subsets import Subsets, as_subsets
@@ -43,8 +44,9 @@ class MinibatchCKA:
       kernel: "linear".
       batch_size: samples per minibatch; None makes every ``update`` call one minibatch.
         With a batch size, samples are buffered, so how a stream is cut into
-        ``update`` calls does not change the result; ``cka()`` adds a last partial
-        minibatch if it holds at least 4 samples (fewer are left out).
+        ``update`` calls does not change the result; ``cka()`` counts a last partial
+        minibatch if it holds at least 4 samples (fewer are left out), without committing
+        it: reading ``cka()`` mid-stream never changes a later answer.
     """
 
     def __init__(self, subsets: Subsets | Any, target_dim: int | None = None, kernel: str = "linear", *,
@@ -57,6 +59,7 @@ class MinibatchCKA:
         self.batch_size = check.optional_integer(batch_size, "batch_size", min=4)
         self.batches = 0
         self._kl = self._kk = self._ll = None
+        self._E: tuple = (None, None)  # the powers of two the minibatches are scaled by (see _with_batch)
         self._kind = "torch"
         self._buffer: list = []
         self._dim = None
@@ -92,22 +95,44 @@ class MinibatchCKA:
         return torch.cat(xs), (None if ys[0] is None else torch.cat(ys))
 
     def _add(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
-        if x.shape[0] < 4:
-            raise ValueError(f"x: the unbiased HSIC needs minibatches of at least 4 samples, got {x.shape[0]}")
-        S = self.subsets.to(x.device)
-        kl, kk, ll = sample_road_hsic(x, S, None if y is None else y.to(x.device), debiased=True)
-        if self._kl is None:
-            self._kl, self._kk, self._ll = kl, kk, ll
-        else:
-            self._kl, self._kk, self._ll = self._kl + kl, self._kk + kk, self._ll + ll
+        self._E, (self._kl, self._kk, self._ll) = self._with_batch(x, y)
         self.batches += 1
 
+    def _with_batch(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[tuple, tuple]:
+        """(exponents, the accumulated (kl, kk, ll) with this minibatch added), changing nothing.
+
+        Every minibatch is multiplied by the same powers of two 2^-Ex (and 2^-Ey for the target), which
+        follow the largest entries seen (:func:`pyred.numerics.stream_exponent`); the sums so far are
+        rescaled when they change: kl has degree (2, 2) in (x, y), kk (4, 0) and ll (0, 4)."""
+        if x.shape[0] < 4:
+            raise ValueError(f"x: the unbiased HSIC needs minibatches of at least 4 samples, got {x.shape[0]}")
+        old_x, old_y = self._E
+        ex = stream_exponent(old_x, exponent(absmax(x)), _compute_dtype(x))
+        ey = ex if y is None else stream_exponent(old_y, exponent(absmax(y)), _compute_dtype(y))
+        S = self.subsets.to(x.device)
+        kl, kk, ll = sample_road_hsic(x, S, None if y is None else y.to(x.device), debiased=True, exponents=(ex, ey))
+        if self._kl is not None:
+            dx, dy = old_x - ex, old_y - ey
+            kl = kl + ldexp(self._kl, 2 * dx + 2 * dy)
+            kk = kk + ldexp(self._kk, 4 * dx)
+            ll = ll + ldexp(self._ll, 4 * dy)
+        return (ex, ey), (kl, kk, ll)
+
     def cka(self) -> Any:
-        """(K,) float64 minibatch CKA of each subset with the target, of the first batch's kind and device."""
-        if self._buffer and sum(b[0].shape[0] for b in self._buffer) >= 4:
-            rest = sum(b[0].shape[0] for b in self._buffer)
-            bx, by = self._take(rest)
-            self._add(bx, by)
-        if self._kl is None:
+        """(K,) float64 minibatch CKA of each subset with the target, of the first batch's kind and device.
+
+        Reading it changes nothing: a buffered partial minibatch of at least 4 samples counts in this
+        answer as the last minibatch, and stays buffered for the samples that follow."""
+        kl, kk, ll = self._kl, self._kk, self._ll
+        rest = sum(b[0].shape[0] for b in self._buffer)
+        if rest >= 4:
+            x = torch.cat([b[0] for b in self._buffer])
+            y = None if self._buffer[0][1] is None else torch.cat([b[1] for b in self._buffer])
+            _, (kl, kk, ll) = self._with_batch(x, y)
+        if kl is None:
             raise ValueError("MinibatchCKA: no minibatch yet; call update() with at least 4 samples")
-        return from_torch(_finite(_ratio(self._kl, self._kk, self._ll), "MinibatchCKA"), self._kind)
+        return from_torch(require_finite(ratio(kl, kk, ll), "MinibatchCKA"), self._kind)
+
+
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32

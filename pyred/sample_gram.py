@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from .gram import _ratio
+from .numerics import input_exponent, ldexp, ratio
 from .ops import rbf as ops_rbf
 from .subsets import Subsets
 
@@ -81,17 +81,20 @@ def default_block(n: int) -> int:
 class _Columns:
     """Centred column blocks of X, in the compute precision (float32 products keep GEMM speed;
     float64 input stays float64): column means summed in float64, each gathered block centred
-    (or gathered from a transposed copy centred once), its Gram added to a float64 accumulator."""
+    (or gathered from a transposed copy centred once), its Gram added to a float64 accumulator.
 
-    def __init__(self, x: torch.Tensor, block: int):
+    X is multiplied by 2^-E before anything else (exact; CKA does not see it): E from
+    :func:`pyred.numerics.input_exponent` -- 0 for input of ordinary magnitude -- or ``exponent``
+    when given (a stream of minibatches shares one), so that no product over- or underflows."""
+
+    def __init__(self, x: torch.Tensor, block: int, exponent: int | None = None):
         self.x, self.block = x, block
         self.cd = F64 if x.dtype == F64 else torch.float32
+        self.E = input_exponent(x, self.cd) if exponent is None else exponent
         self.bounds = symmetric_tiles(x.shape[0], x.device)
-        # On the CPU, gathering columns of a row-major X is the slow part (2.5x a row gather of X^T,
-        # measured at n = 500): keep X^T, centred, in the compute precision when it fits
-        # TRANSPOSE_MAX_BYTES. Measured at n = 1,000, d = 200,000: copied in blocks of 128 rows 0.48 s
-        # (x.T.contiguous() 0.99 s); column means as float64 sums of its rows 0.14 s (x.mean(0,
-        # dtype=float64) 0.92 s).
+        # On the CPU, gathering columns of a row-major X is the slow part (see TRANSPOSE_MAX_BYTES):
+        # keep X^T, centred, in the compute precision when it fits; it is copied in blocks of 128 rows
+        # and its column means are float64 sums of its rows (both faster than the one-call forms).
         n, d = x.shape
         self.xt = None
         if x.device.type == "cpu" and n * d * torch.finfo(self.cd).bits // 8 <= TRANSPOSE_MAX_BYTES:
@@ -100,13 +103,22 @@ class _Columns:
             xt = torch.empty(d, n, dtype=self.cd)
             for i in range(0, n, 128):
                 xt[:, i:i + 128].copy_(x[i:i + 128].T)
+            ldexp(xt, -self.E, inplace=True)
             mean = torch.from_numpy(np.sum(xt.numpy(), axis=1, dtype=np.float64)).div_(n)
             self.xt = xt.sub_(mean.to(self.cd)[:, None])
         else:
             mean = torch.empty(d, dtype=F64, device=x.device)
             for a in range(0, d, block):
-                mean[a:a + block] = x[:, a:a + block].mean(0, dtype=F64)
+                cols = x[:, a:a + block]
+                mean[a:a + block] = ldexp(cols.to(F64), -self.E).mean(0) if self.E else cols.mean(0, dtype=F64)
         self.mean, self.mean64 = mean.to(self.cd), mean
+
+    def _gather(self, cols: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Xc[:, cols] (n, len(cols)) in ``dtype``, scaled and centred."""
+        if self.xt is not None:
+            return torch.index_select(self.xt, 0, cols).to(dtype).T
+        z = ldexp(torch.index_select(self.x, 1, cols).to(dtype), -self.E, inplace=True)
+        return z.sub_((self.mean64 if dtype == F64 else self.mean)[cols])
 
     def gram_of(self, cols: torch.Tensor, out: torch.Tensor) -> None:
         """out += Xc[:, cols] Xc[:, cols]^T (n x n float64), streamed over blocks of cols -- on the
@@ -116,19 +128,12 @@ class _Columns:
             c = cols[a:a + self.block].sort().values  # a Gram is a sum over columns: any order, and sorted
             if c.numel() <= SMALL_BLOCK:
                 # a few columns: multiply in float64 straight into out (one pass over it, where the
-                # compute-precision product costs a temporary, a conversion and an add: 1.0 ms -> 0.3 ms
-                # for one column at n = 1,000)
-                if self.xt is not None:
-                    z = torch.index_select(self.xt, 0, c).to(F64).T
-                else:
-                    z = torch.index_select(self.x, 1, c).to(F64).sub_(self.mean64[c])
+                # compute-precision product costs a temporary, a conversion and an add)
+                z = self._gather(c, F64)
                 for i in range(len(b) - 1):
                     out[b[i]:b[i + 1], b[i]:].addmm_(z[b[i]:b[i + 1]], z[b[i]:].T)
                 continue
-            if self.xt is not None:                   # gathers read memory in order
-                z = torch.index_select(self.xt, 0, c).T  # (n, b), centred
-            else:
-                z = torch.index_select(self.x, 1, c).to(self.cd).sub_(self.mean[c])  # (n, b)
+            z = self._gather(c, self.cd)  # (n, b), centred; gathers from X^T read memory in order
             for i in range(len(b) - 1):  # row tile i against rows b[i]: (the tiles right of the diagonal)
                 out[b[i]:b[i + 1], b[i]:].add_(z[b[i]:b[i + 1]] @ z[b[i]:].T)  # widened as it is added
 
@@ -146,7 +151,7 @@ class _Columns:
         return self.symmetric(out)
 
 
-TRANSPOSE_MAX_BYTES = 2 * 2**30
+TRANSPOSE_MAX_BYTES = 2 * 2**30  # X^T kept on the CPU up to this size: memory traded for gathers of rows, not columns
 SMALL_BLOCK = 32  # columns up to which a block's Gram is multiplied in float64 (n = 1,000, 64 columns: 2.63 ms, float32 2.14 ms)
 HELD_GRAMS_BYTES = 1 * 2**30  # the first chain's Grams kept while the full layer's Gram is completed
 
@@ -285,16 +290,20 @@ def subset_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", with_full: bool,
 
 
 def sample_road_hsic(x: torch.Tensor, S: Subsets, target: torch.Tensor | None, debiased: bool,
-                     block: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     block: int | None = None, exponents: tuple[int, int] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """HSIC(K_k, L), HSIC(K_k, K_k) for every subset k ((K,) float64 each, 0 for empty subsets) and
-    HSIC(L, L) (a float64 scalar), with L the target's centred linear Gram (the full X when None)."""
+    HSIC(L, L) (a float64 scalar), with L the target's centred linear Gram (the full X when None).
+    They are those of x 2^-Ex and target 2^-Ey (see :class:`_Columns`); ``exponents`` = (Ex, Ey)
+    fixes them (Ey is Ex without a target), None picks each from its array."""
     block = block or default_block(x.shape[0])
+    ex, ey = exponents if exponents is not None else (None, None)
     hsic = unbiased_hsic if debiased else linear_hsic
     kl = torch.zeros(len(S), dtype=F64, device=x.device)
     kk = torch.zeros(len(S), dtype=F64, device=x.device)
-    L, grams = subset_grams(x, S, _Columns(x, block), with_full=target is None)
+    L, grams = subset_grams(x, S, _Columns(x, block, ex), with_full=target is None)
     if target is not None:
-        L = _Columns(target, block).full_gram()
+        L = _Columns(target, block, ey).full_gram()
     for k, K in grams:
         kl[k], kk[k] = hsic(K, L), hsic(K, K)
     return kl, kk, hsic(L, L)
@@ -306,7 +315,7 @@ def sample_road_cka(x: torch.Tensor, S: Subsets, target: torch.Tensor | None, de
 
     x: (n, d) float tensor (validated by the caller); target: (n, e) or None.
     """
-    return _ratio(*sample_road_hsic(x, S, target, debiased, block))
+    return ratio(*sample_road_hsic(x, S, target, debiased, block))
 
 
 def median_all(A: torch.Tensor) -> torch.Tensor:
@@ -388,7 +397,7 @@ def sample_road_rbf_cka(x: torch.Tensor, S: Subsets, target: torch.Tensor | None
     native = ops_rbf.available(x)  # (L lives on x's device) the native kernels read upper triangles only
     L_lin, grams = subset_grams(x, S, _Columns(x, block), with_full=own, whole=not native)
     if target_gram is not None:
-        L = target_gram.to(F64)
+        L = ldexp(target_gram.to(F64), -input_exponent(target_gram, F64))  # exact, and CKA does not see it
     else:
         L = rbf_gram(L_lin if own else _Columns(target, block).full_gram(), sigma)
     out = torch.zeros(len(S), dtype=F64, device=x.device)
@@ -396,7 +405,7 @@ def sample_road_rbf_cka(x: torch.Tensor, S: Subsets, target: torch.Tensor | None
         return out
     if native:
         for k, kl, kk, ll in _native_rbf_hsics(n, grams, L, debiased, sigma):
-            out[k] = _ratio(kl[None], kk[None], ll[None])[0]
+            out[k] = ratio(kl[None], kk[None], ll[None])[0]
         return out
     if not debiased:
         L = centred(L)
@@ -411,7 +420,7 @@ def sample_road_rbf_cka(x: torch.Tensor, S: Subsets, target: torch.Tensor | None
             # <HGH, HLH> = <G, HLH>, and ||HGH||^2 = ||G||^2 - 2 |G 1|^2 / n + (1'G1)^2 / n^2: no centred copy of G
             r = G.sum(1)
             kl, kk = (G * L).sum(), (G * G).sum() - 2.0 * (r @ r) / n + r.sum() ** 2 / (n * n)
-        out[k] = _ratio(kl[None], kk[None], ll[None])[0]
+        out[k] = ratio(kl[None], kk[None], ll[None])[0]
     return out
 
 

@@ -53,12 +53,80 @@ def test_cka_near_the_float32_limit_and_streamed_chunks_of_different_scales(rng)
     np.testing.assert_allclose(m.mean.numpy(), Z.mean(0), rtol=1e-12)
 
 
-def test_ratio_never_hides_a_nan():
-    from pyred.gram import _ratio
+# Exponents across each dtype's whole range, subnormal input at the low end: X = B 2^e with max |B| < 1.
+EXPONENTS = {np.float32: [-140, -126, -100, -60, -21, 0, 21, 60, 100, 127],
+             np.float64: [-1060, -1022, -900, -500, -200, -65, 0, 65, 200, 500, 900, 1023]}
+CASES = [(dt, e) for dt, es in EXPONENTS.items() for e in es]
+
+
+def scaled(rng, dtype, e, n=40, d=12):
+    """(X of dtype at 2^e, the same values times 2^-e in float64 -- exact, so the reference sees X's
+    own rounding, subnormals included)."""
+    B = features(rng, n, d, mean=1.0)
+    B = B / (1.01 * np.abs(B).max())
+    X = np.ldexp(B, e).astype(dtype)
+    assert np.all(np.isfinite(X)) and np.any(X != 0)
+    return X, np.ldexp(X.astype(np.float64), -e)
+
+
+@pytest.mark.parametrize("dtype, e", CASES)
+def test_every_cka_road_at_every_magnitude(rng, dtype, e):
+    """CKA is scale invariant: every road and kernel gives the float64 reference's number for finite
+    input of any magnitude (before: 0 on the feature road past 1e45 and below 1e-60 in float64, 0 or
+    FloatingPointError on the sample road outside about [1e-40, 1e35], 0 at 5e37 in float32)."""
+    X, ref = scaled(rng, dtype, e)
+    S = pyred.draw_subsets(12, [0.25, 0.5, 0.9, 1.0], [1, 2])
+    lists = [s.numpy() for s in S]
+    rtol = 2e-5 if dtype == np.float32 else 1e-9
+    for debiased in (False, True):
+        want = R.subset_cka(ref, lists, debiased=debiased)
+        for route in ("features", "samples"):
+            np.testing.assert_allclose(pyred.subset_cka(X, S, debiased=debiased, route=route), want, rtol=rtol,
+                                       atol=rtol, err_msg=f"route {route}, debiased {debiased}")
+            assert pyred.linear_cka(X, X[:, :5], debiased, route=route) == pytest.approx(
+                R.cka(ref, ref[:, :5], debiased), rel=rtol, abs=rtol)
+        np.testing.assert_allclose(pyred.subset_cka(X, S, target=X[:, 7:], debiased=debiased),
+                                   R.subset_cka(ref, lists, ref[:, 7:], debiased), rtol=rtol, atol=rtol)
+        streamed = pyred.GramStats(12, debiased=debiased)
+        for a in range(0, 40, 15):
+            streamed.update(X[a:a + 15])
+        np.testing.assert_allclose(streamed.subset_cka(S), want, rtol=rtol, atol=rtol)
+        pairs = pyred.subset_pair_cka(X, S[:4], S[4:], debiased)
+        np.testing.assert_allclose(pairs, R.pair_cka(ref, lists[:4], lists[4:], debiased), rtol=rtol, atol=rtol)
+        rbf = [R.cka_from_grams(R.gram_rbf(ref[:, s]), R.gram_rbf(ref), debiased) for s in lists]
+        np.testing.assert_allclose(pyred.subset_cka(X, S, debiased=debiased, kernel="rbf", sigma=1.0), rbf,
+                                   rtol=10 * rtol, atol=10 * rtol)
+    mb = pyred.MinibatchCKA(S, batch_size=20).update(X)
+    from test_minibatch import reference as minibatch_reference
+
+    np.testing.assert_allclose(mb.cka(), minibatch_reference([ref[:20], ref[20:]], lists), rtol=rtol, atol=rtol)
+
+
+def test_minibatches_of_very_different_magnitudes_share_one_scale(rng):
+    """Each minibatch's HSIC terms are summed: they must be in one scale however far apart the
+    minibatches' magnitudes are (here 2^900 apart, and past float64's range on each side)."""
+    X = features(rng, 60, 10)
+    S = pyred.draw_subsets(10, [0.3, 0.6], [1, 2])
+    from test_minibatch import reference as minibatch_reference
+
+    for first, second in ((-1000, -100), (800, -100), (-50, 900)):
+        mb = pyred.MinibatchCKA(S)
+        mb.update(np.ldexp(X[:20], first)).update(np.ldexp(X[20:40], second)).update(np.ldexp(X[40:], first))
+        got = np.asarray(mb.cka())
+        big = minibatch_reference([np.ldexp(X[:20], first - max(first, second)),
+                                   np.ldexp(X[20:40], second - max(first, second)),
+                                   np.ldexp(X[40:], first - max(first, second))], [s.numpy() for s in S])
+        np.testing.assert_allclose(got, big, rtol=1e-9, atol=1e-12)
+
+
+def test_ratio_never_hides_a_nan_and_never_forms_the_degree_8_product():
+    from pyred.numerics import ratio
 
     nan = float("nan")
-    out = _ratio(torch.tensor([1.0, nan, 0.5, 0.3]), torch.tensor([1.0, 1.0, 0.0, nan]), torch.tensor([1.0] * 4))
+    out = ratio(torch.tensor([1.0, nan, 0.5, 0.3]), torch.tensor([1.0, 1.0, 0.0, nan]), torch.tensor([1.0] * 4))
     assert out[0] == 1.0 and torch.isnan(out[1]) and out[2] == 0.0 and torch.isnan(out[3])
+    big = torch.tensor([1e200, 1e-200], dtype=torch.float64)  # den_a den_b = 1e400 / 1e-400: out of range
+    assert torch.equal(ratio(big, big, big), torch.ones(2, dtype=torch.float64))
 
 
 # -- arrays, lists and scalars ---------------------------------------------------------------------

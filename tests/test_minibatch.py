@@ -72,6 +72,27 @@ def test_how_a_stream_is_cut_into_updates_does_not_matter(rng):
     np.testing.assert_allclose(a.cka(), b.cka(), rtol=1e-12)
 
 
+def test_reading_cka_mid_stream_changes_nothing(rng):
+    """cka() used to commit the buffered partial minibatch, so monitoring a stream changed the answer."""
+    n, d = 300, 16
+    X = features(rng, n, d)
+    S = pyred.draw_subsets(d, [0.25, 0.5, 1.0], [1, 2])
+    stream = pyred.MinibatchCKA(S, batch_size=64).update(X)
+    quiet = stream.cka()
+    watched = pyred.MinibatchCKA(S, batch_size=64)
+    for a in range(0, n, 25):  # 25-sample updates: most reads see a partial minibatch
+        watched.update(X[a:a + 25])
+        if a + 25 >= 64:
+            first = watched.cka()
+            np.testing.assert_array_equal(watched.cka(), first)  # reading twice: the same answer
+    np.testing.assert_array_equal(watched.cka(), quiet)
+    assert watched.batches == stream.batches == 4  # 300 = 4 x 64 + 44: the 44 stay buffered
+    # what a read mid-stream answers: the whole minibatches so far and the partial one as the last
+    mid = pyred.MinibatchCKA(S, batch_size=64).update(X[:150])
+    batches = [X[:64], X[64:128], X[128:150]]
+    np.testing.assert_allclose(mid.cka(), reference(batches, [s.numpy() for s in S]), rtol=1e-9)
+
+
 def test_bias_against_full_batch(rng):
     """The number quoted in pyred.minibatch's docstring."""
     n, d = 2048, 256

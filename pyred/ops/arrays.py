@@ -67,9 +67,10 @@ def float_matrix(x: Any, name: str, *, check_finite: bool = True) -> tuple[torch
 
     Raises ValueError naming ``name`` for a wrong rank, an empty axis or a
     NaN/Inf entry (with the first bad row and column); TypeError for a
-    non-floating dtype.
+    non-floating dtype. The tensor is detached from any autograd graph.
     """
     t, kind = to_torch(x, name)
+    t = t.detach()  # features are data here: results carry no autograd history (pyred.cka_autograd has it)
     if t.dim() != 2:
         raise ValueError(f"{name}: expected a 2-D (samples, features) array, got shape {tuple(t.shape)}")
     if t.shape[0] == 0 or t.shape[1] == 0:

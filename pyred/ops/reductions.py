@@ -18,7 +18,7 @@ import torch
 from .. import _native
 from ..subsets import Subsets, as_subsets
 from .arrays import as_float, from_torch, to_torch
-from .reference import block_sums_torch, segment_sums_torch
+from .reference import block_sums_backward, block_sums_torch, segment_sums_backward, segment_sums_torch
 
 _BACKENDS = ("auto", "native", "torch")
 _DTYPE_CODE = {torch.float32: 0, torch.float64: 1}
@@ -44,6 +44,61 @@ def _block_sums_op(mats: torch.Tensor, row_indices: torch.Tensor, row_offsets: t
 @_block_sums_op.register_fake
 def _(mats, row_indices, row_offsets, col_indices, col_offsets, max_rows):
     return mats.new_empty((row_offsets.shape[0] - 1, mats.shape[0]), dtype=torch.float64)
+
+
+# -- autograd: both reductions are linear in their array, so the backward is a scatter of the output's
+# gradient (in pure torch: the gradient of a sum over K lists costs what the sums cost).
+def _segment_sums_setup(ctx, inputs, output):
+    values, indices, offsets = inputs
+    ctx.save_for_backward(indices, offsets)
+    ctx.shape, ctx.dtype = values.shape, values.dtype
+
+
+def _segment_sums_grad(ctx, grad):
+    indices, offsets = ctx.saved_tensors
+    return segment_sums_backward(grad, indices, offsets, ctx.shape[1]).to(ctx.dtype), None, None
+
+
+def _block_sums_setup(ctx, inputs, output):
+    mats, row_indices, row_offsets, col_indices, col_offsets, _ = inputs
+    ctx.save_for_backward(row_indices, row_offsets, col_indices, col_offsets)
+    ctx.shape, ctx.dtype = mats.shape, mats.dtype
+
+
+def _block_sums_grad(ctx, grad):
+    d = ctx.shape[-1]
+    return (block_sums_backward(grad, *ctx.saved_tensors, d).to(ctx.dtype), None, None, None, None, None)
+
+
+_segment_sums_op.register_autograd(_segment_sums_grad, setup_context=_segment_sums_setup)
+_block_sums_op.register_autograd(_block_sums_grad, setup_context=_block_sums_setup)
+
+
+class _SegmentSums(torch.autograd.Function):
+    """The eager path of segment_sums for values that require grad (the custom op's dispatch imports
+    torch's compiler stack on its first call)."""
+
+    @staticmethod
+    def forward(ctx, values, indices, offsets, backend):
+        _segment_sums_setup(ctx, (values, indices, offsets), None)
+        return _segment_sums_impl(values, indices, offsets, backend)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (*_segment_sums_grad(ctx, grad), None)
+
+
+class _BlockSums(torch.autograd.Function):
+    """The eager path of gathered_block_sums for mats that require grad."""
+
+    @staticmethod
+    def forward(ctx, mats, row_indices, row_offsets, col_indices, col_offsets, max_rows, backend):
+        _block_sums_setup(ctx, (mats, row_indices, row_offsets, col_indices, col_offsets, max_rows), None)
+        return _block_sums_impl(mats, row_indices, row_offsets, col_indices, col_offsets, max_rows, backend)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (*_block_sums_grad(ctx, grad), None)
 
 
 def _native_for(t: torch.Tensor, backend: str):
@@ -107,7 +162,8 @@ def segment_sums(values: Any, subsets: Subsets | Any, *, backend: str = "auto") 
 
     Returns:
       float64 array of shape (K,) for 1-D values, (K, M) for 2-D, of the
-      input's kind and device.
+      input's kind and device; differentiable in ``values`` (a torch tensor that
+      requires grad gets an exact gradient).
     """
     t, kind = to_torch(values, "values")
     if t.dim() not in (1, 2):
@@ -123,6 +179,8 @@ def segment_sums(values: Any, subsets: Subsets | Any, *, backend: str = "auto") 
     t = t.contiguous()
     if backend == "auto" and torch.compiler.is_compiling():  # eager calls skip the custom op's dispatch
         out = _segment_sums_op(t, subsets.indices, subsets.offsets)
+    elif t.requires_grad and torch.is_grad_enabled():
+        out = _SegmentSums.apply(t, subsets.indices, subsets.offsets, backend)
     else:
         out = _segment_sums_impl(t, subsets.indices, subsets.offsets, backend)
     return from_torch(out[:, 0] if squeeze else out, kind)
@@ -140,7 +198,8 @@ def gathered_block_sums(mats: Any, rows: Subsets | Any, cols: Subsets | Any | No
 
     Returns:
       float64 array of shape (K,) for a (d, d) input, (K, M) for (M, d, d), of
-      the input's kind and device. Sums are accumulated in float64.
+      the input's kind and device. Sums are accumulated in float64. Differentiable
+      in ``mats``.
     """
     t, kind = to_torch(mats, "mats")
     if t.dim() not in (2, 3) or t.shape[-1] != t.shape[-2]:
@@ -161,8 +220,12 @@ def gathered_block_sums(mats: Any, rows: Subsets | Any, cols: Subsets | Any | No
     args = (t, rows.indices, rows.offsets, cols.indices, cols.offsets, rows.max_size)
     # The custom op where torch.compile traces; eager calls skip its dispatch (its first call imports
     # torch's compiler stack, about 2 s).
-    out = _block_sums_op(*args) if backend == "auto" and torch.compiler.is_compiling() else \
-        _block_sums_impl(*args, backend)
+    if backend == "auto" and torch.compiler.is_compiling():
+        out = _block_sums_op(*args)
+    elif t.requires_grad and torch.is_grad_enabled():
+        out = _BlockSums.apply(*args, backend)
+    else:
+        out = _block_sums_impl(*args, backend)
     return from_torch(out[:, 0] if squeeze else out, kind)
 
 
