@@ -390,6 +390,8 @@ def test_rbf_and_route_bad_input(rng):
         pyred.subset_cka(X, [[0]], kernel="rbf", sigma=-1.0)
     with pytest.raises(ValueError, match="kernel: expected one of"):
         pyred.subset_cka(X, [[0]], kernel="poly")
+    with pytest.raises(ValueError, match="sigma: the bandwidth of the RBF kernel; kernel is 'linear'"):
+        pyred.subset_cka(X, [[0]], sigma=0.5)  # was silently ignored
     with pytest.raises(ValueError, match="route: the RBF kernel has no feature-space form"):
         pyred.subset_cka(X, [[0]], kernel="rbf", route="features")
     with pytest.raises(ValueError, match="target_gram: expected an \\(20, 20\\) Gram"):
