@@ -219,3 +219,85 @@ def test_epochs_alone_scales_the_lr_step():
         SGDOptions(epochs=0)
     res = pyred.train_probes(np.eye(4).repeat(5, 0), np.arange(4).repeat(5), [[0, 1]], epochs=4, progress=False)
     assert res.options["lr_step"] == 1
+
+
+# -- heads that diverge are flagged, never reported as if fine (issue 17, item 5) -----------------------
+def test_sgd_heads_that_diverge_at_once_have_no_accuracy(rng):
+    """Before: lr=1e30 gave NaN weights, yet val_accuracy 0.30, a selected epoch, and evaluate() predicting
+    class 0 everywhere (an accuracy of chance) without a warning."""
+    X, y = teacher_data(rng, 400, 8, 3)
+    X = X.astype(np.float32)
+    S = [[0, 1], [2, 3, 4], []]
+    # lr 1e30 blows up every head, the bias-only one too; features x 1e20 only the heads that read them
+    for X_bad, kw, bad in ((X, dict(lr=1e30), 3), (X * np.float32(1e20), {}, 2)):
+        with pytest.warns(RuntimeWarning, match=f"train_probes: {bad} of 3 heads diverged .* Likely cause: a "
+                                                "learning rate too large for the features' scale"):
+            res = pyred.train_probes(X_bad[:300], y[:300], S, epochs=5, eval_every=1, progress=False, **kw)
+        assert res.diverged.tolist() == [True, True, bad == 3]
+        assert torch.isnan(res.val_accuracy[:bad]).all() and (res.selected_epoch[:bad] == -1).all()
+        ev = res.evaluate(X_bad[300:], y[300:])
+        assert np.isnan(ev.accuracy[:bad]).all() and np.isnan(ev.per_class_accuracy[:bad]).all()
+        assert (ev.predictions[:bad] == -1).all() and np.isfinite(ev.accuracy[bad:]).all()
+
+
+def test_a_head_that_diverges_late_keeps_its_best_weights_from_before(rng):
+    X, y = teacher_data(rng, 500, 6, 3)
+    X = X.astype(np.float32)
+    S = [[0, 1, 2], [3, 4, 5]]
+    kw = dict(epochs=4, eval_every=1, lr_step=2, batch_size=50, seed=3, progress=False)
+    with pytest.warns(RuntimeWarning, match="2 of 2 heads diverged"):
+        late = pyred.train_probes(X[:400], y[:400], S, lr_gamma=1e12, **kw)  # lr 0.1, then 1e11 from epoch 3
+    assert late.diverged.all() and torch.isnan(late.val_accuracy[:, 2:]).all()
+    assert set(late.selected_epoch.tolist()) <= {1, 2}
+    two = pyred.train_probes(X[:400], y[:400], S, **{**kw, "epochs": 2})  # the same first two epochs
+    assert not two.diverged.any()
+    for k in range(2):
+        if int(late.selected_epoch[k]) == 2:
+            torch.testing.assert_close(late.head(k)[1], two.head(k)[1], rtol=0, atol=0)
+    ev = late.evaluate(X[400:], y[400:])
+    assert np.isfinite(ev.accuracy).all() and (ev.predictions >= 0).all()
+
+
+def test_only_the_heads_that_diverge_are_flagged(rng):
+    X, y = teacher_data(rng, 400, 8, 3)
+    X = X.astype(np.float32)
+    X[:, :4] *= np.float32(1e20)  # heads reading these columns blow up at lr 0.1; the others train as usual
+    S = [[0, 1], [5, 6, 7], [4, 5], [3, 7]]
+    with pytest.warns(RuntimeWarning, match="2 of 4 heads diverged"):
+        res = pyred.train_probes(X[:300], y[:300], S, epochs=3, eval_every=1, seed=1, progress=False)
+    assert res.diverged.tolist() == [True, False, False, True]
+    alone = pyred.train_probes(X[:300, 4:], y[:300], [[1, 2, 3], [0, 1]], epochs=3, eval_every=1, progress=False,
+                               init_seeds=res.init_seeds[1:3].tolist(), seed=1)
+    torch.testing.assert_close(res.head(1)[1], alone.head(0)[1])
+    torch.testing.assert_close(res.head(2)[1], alone.head(1)[1])
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_lbfgs_is_scale_robust(rng):
+    """Before: features x 1e10 gave NaN weights and x 1e20 all-zero weights, silently, where scikit-learn
+    reaches its usual accuracy."""
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    X, y = teacher_data(rng, 700, 10, 3, noise=1.0)
+    X = X.astype(np.float32)
+    subsets = [rng.permutation(10)[:3], np.arange(10)]
+    base = pyred.train_probes(X[:500], y[:500], subsets, recipe="lbfgs", progress=False)
+    for scale in (1e5, 1e10, 1e20, 1e30):
+        Xs = X * np.float32(scale)
+        res = pyred.train_probes(Xs[:500], y[:500], subsets, recipe="lbfgs", progress=False)
+        assert not res.diverged.any() and torch.isfinite(res.weights).all() and (res.weights != 0).any()
+        acc = res.evaluate(Xs[500:], y[500:]).accuracy
+        for k, S in enumerate(subsets):
+            clf = sklearn.LogisticRegression(C=1.0, max_iter=100).fit(Xs[:500][:, S].astype(np.float64), y[:500])
+            assert float(acc[k]) >= clf.score(Xs[500:][:, S].astype(np.float64), y[500:]) - 0.02
+
+
+def test_ridge_at_extreme_feature_scales(rng):
+    """Least squares (alpha 0) is scale-equivariant: the same predictions at any feature scale."""
+    X, y = teacher_data(rng, 600, 10, 3)
+    S = [[0, 1, 2], list(range(10))]
+    want = pyred.train_probes(X[:500], y[:500], S, recipe="ridge", alphas=[0.0], progress=False)
+    for scale in (1e-30, 1e30):
+        res = pyred.train_probes(X[:500] * scale, y[:500], S, recipe="ridge", alphas=[0.0], progress=False)
+        assert not res.diverged.any()
+        np.testing.assert_array_equal(res.evaluate(X[500:] * scale, y[500:]).predictions,
+                                      want.evaluate(X[500:], y[500:]).predictions)

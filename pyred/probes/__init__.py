@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 from .. import _checks as check
+from ..numerics import absmax
 from ..ops.reductions import _check_backend
 from ..subsets import Subsets, as_subsets
 from . import lbfgs, ridge, sgd
@@ -62,7 +64,8 @@ def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: 
 
     Returns:
       :class:`ProbeResult` with the packed weights (nnz, C), biases (K, C), the
-      validation history and the selected epoch per head; ``.evaluate(X, y)``
+      validation history and the selected epoch per head, and ``diverged`` (K,)
+      (with a RuntimeWarning when any head's loss went NaN/Inf); ``.evaluate(X, y)``
       gives accuracy (K,), per-class accuracy (K, C) and predictions (K, n).
     """
     r = RECIPES[check.choice(recipe, "recipe", RECIPES)]
@@ -92,7 +95,24 @@ def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: 
                          f"for {len(S)} heads")
     out = r.train(data, S, options, seed, progress, backend)
     options = out.pop("options")
-    return ProbeResult(subsets=S, num_classes=data.num_classes, recipe=recipe, options=options, **out)
+    result = ProbeResult(subsets=S, num_classes=data.num_classes, recipe=recipe, options=options, **out)
+    if bool(result.diverged.any()):
+        warnings.warn(divergence_message(result, data), RuntimeWarning, stacklevel=2)
+    return result
+
+
+def divergence_message(result: ProbeResult, data) -> str:
+    """What to tell a user whose heads diverged: how many, what it means for their numbers, the likely cause."""
+    count, K = int(result.diverged.sum()), len(result)
+    scale = "" if data.X is None else f", largest |feature| {absmax(data.X):.3g}"
+    if result.recipe == "sgd":
+        cause = (f"a learning rate too large for the features' scale (lr={result.options['lr']}{scale}): lower "
+                 "lr, or scale the features (e.g. divide them by their standard deviation)")
+    else:
+        cause = f"features at the edge of the floating-point range{scale}"
+    return (f"train_probes: {count} of {K} heads diverged (their training loss became NaN or infinite, or their "
+            f"weights are not finite); ProbeResult.diverged says which, and evaluate() gives a head accuracy NaN "
+            f"unless it kept weights from before it diverged. Likely cause: {cause}")
 
 
 __all__ = ["ProbeEvaluation", "ProbeResult", "RECIPES", "Recipe", "train_probes"]

@@ -10,11 +10,13 @@ the minimiser unchanged). The weights live in the layout the cost rule picks
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
 
 from .. import _checks as check
+from ..numerics import absmax, exponent, ldexp
 from ..progress import progress_bar
 from ..subsets import Subsets
 from .data import ProbeData
@@ -42,10 +44,23 @@ class LBFGSOptions:
         check.choice(self.layout, "layout", ("auto",) + LAYOUTS)
 
 
+def unit_scale(X: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(X 2^-E, E) with E the binary exponent of X's root mean square: a copy of X whose entries are
+    of order 1, multiplied exactly (only the exponent changes)."""
+    E = exponent(absmax(X)) or 0
+    Z = ldexp(X.clone(), -E, inplace=True)  # max |Z| in [0.5, 1): its squares cannot overflow
+    rms = float(torch.linalg.vector_norm(Z, dtype=torch.float64)) / math.sqrt(max(1, Z.numel()))
+    e = exponent(rms) or 0
+    return ldexp(Z, -e, inplace=True), E + e
+
+
 def train_lbfgs(data: ProbeData, subsets: Subsets, opts: LBFGSOptions, seed: int, progress: bool, backend: str):
     o = dataclasses.asdict(opts)
     dtype = {None: data.X.dtype, "float32": torch.float32, "float64": torch.float64}[o["dtype"]]
-    X, y = data.X.to(dtype), data.y
+    # Solved on X 2^-E, entries of order 1, for W 2^E with the penalty times 2^-2E: the same minimiser
+    # exactly, but L-BFGS's first steps (scaled by the gradient) stay finite at any feature scale.
+    X, E = unit_scale(data.X.to(dtype))
+    y = data.y
     n, d = X.shape
     K, Cn = len(subsets), data.num_classes
     S = subsets.to(X.device)
@@ -54,9 +69,13 @@ def train_lbfgs(data: ProbeData, subsets: Subsets, opts: LBFGSOptions, seed: int
     batch = heads.batch(X)
     W = heads.from_packed(torch.zeros(S.nnz, Cn, dtype=dtype, device=X.device)).requires_grad_()
     b = torch.zeros(K, Cn, dtype=dtype, device=X.device, requires_grad=True)
-    penalty = 1.0 / (o["C"] * n)
+    try:
+        penalty = math.ldexp(1.0 / (o["C"] * n), -2 * E)
+        trained = [W, b]
+    except OverflowError:  # features below ~1e-150 (float64): the penalty alone decides, W = 0
+        penalty, trained = 0.0, [b]
     onehot = torch.nn.functional.one_hot(y, Cn).to(dtype)
-    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=o["max_iter"], tolerance_grad=o["tol"],
+    opt = torch.optim.LBFGS(trained, lr=1.0, max_iter=o["max_iter"], tolerance_grad=o["tol"],
                             tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
     bar = progress_bar(range(1), progress, desc=f"lbfgs: {K} heads", unit="solve")
     evals = [0]
@@ -74,8 +93,8 @@ def train_lbfgs(data: ProbeData, subsets: Subsets, opts: LBFGSOptions, seed: int
 
     for _ in bar:
         opt.step(closure)
-    return dict(weights=heads.to_packed(W.detach()).contiguous(), biases=b.detach(),
-                options={**o, "layout": layout, "function_evals": evals[0]})
+    weights = ldexp(heads.to_packed(W.detach()).contiguous(), -E, inplace=True)
+    return dict(weights=weights, biases=b.detach(), options={**o, "layout": layout, "function_evals": evals[0]})
 
 
 RECIPE = Recipe("lbfgs", LBFGSOptions, needs_validation=False, train=train_lbfgs)

@@ -39,6 +39,10 @@ class ProbeResult:
       accuracy at ``eval_epochs`` (E evaluations); train_loss: (K, epochs) mean
       cross-entropy per epoch (sgd); alpha: (K,) chosen ridge penalty (ridge).
     init_seeds: (K,) the seed each head's initialisation was drawn under (sgd).
+    diverged: (K,) bool, True for a head whose training loss became NaN or infinite (or whose
+      final weights are not finite). Such a head keeps the weights of its best evaluation from before
+      the divergence when it had one; otherwise its weights are NaN and ``evaluate`` gives it a NaN
+      accuracy -- never the accuracy of random or broken weights.
     """
 
     weights: torch.Tensor
@@ -53,6 +57,11 @@ class ProbeResult:
     train_loss: torch.Tensor | None = None
     alpha: torch.Tensor | None = None
     init_seeds: torch.Tensor | None = None
+    diverged: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.diverged is None:
+            self.diverged = ~finite_heads(self.weights, self.biases, self.subsets.to(self.weights.device))
 
     def __len__(self) -> int:
         return len(self.subsets)
@@ -80,6 +89,8 @@ class ProbeResult:
 
         X_test: (n, d) float features; y_test: (n,) integer labels in [0, C). Or a
         :class:`pyred.FeatureStream` with y_test=None: its features, one pass in dataset order.
+        A head whose weights are not finite (see ``diverged``) gets accuracy NaN, per-class
+        accuracies NaN and predictions -1.
         """
         from ..stream import is_stream
 
@@ -94,13 +105,27 @@ class ProbeResult:
         y = labels(y_test, x.shape[0], "y_test", x.device)
         check_label_range(y, self.num_classes, "y_test")
         pred = self._logits(x, batch_size).argmax(-1)  # (K, n)
+        broken = ~finite_heads(self.weights, self.biases, self.subsets.to(self.weights.device))
+        pred[broken] = -1  # a head without finite weights predicts nothing (argmax of NaN logits is 0)
         correct = (pred == y[None, :]).double()
         acc = correct.mean(1)
         onehot = torch.nn.functional.one_hot(y, self.num_classes).double()  # (n, C)
         counts = onehot.sum(0)
         per_class = (correct @ onehot) / counts
         per_class[:, counts == 0] = float("nan")
+        acc[broken] = float("nan")
+        per_class[broken] = float("nan")
         return ProbeEvaluation(from_torch(acc, kind), from_torch(per_class, kind), from_torch(pred, kind))
+
+
+def finite_heads(weights: torch.Tensor, biases: torch.Tensor, subsets: Subsets) -> torch.Tensor:
+    """(K,) bool: head k's weights (rows offsets[k]:offsets[k+1] of the packed (nnz, C) weights) and
+    bias are all finite."""
+    K = len(subsets)
+    bad_rows = (~torch.isfinite(weights).all(1)).to(torch.float64)
+    list_id = torch.repeat_interleave(torch.arange(K, device=weights.device), subsets.sizes.to(weights.device))
+    bad = torch.zeros(K, dtype=torch.float64, device=weights.device).index_add_(0, list_id, bad_rows)
+    return (bad == 0) & torch.isfinite(biases).all(1)
 
 
 def _width(subsets: Subsets, x: torch.Tensor) -> int:

@@ -21,6 +21,7 @@ from .cuda_graphs import GraphedStep
 from .data import ProbeData
 from .layouts import LAYOUTS, choose_layout, make_layout
 from .recipe import Recipe
+from .result import finite_heads
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, pr
     desc = (f"sgd: {K} heads ({layout_name}{', CUDA graphs' if o['cuda_graphs'] else ''})"
             f"{' on a stream' if stream is not None else ''}")
     bar = progress_bar(range(o["epochs"]), progress, desc=desc, unit="epoch")
+    diverged = torch.zeros(K, dtype=torch.bool, device=device)  # the loss went NaN/Inf at some point
+    postfix: dict = {}
     for epoch in bar:
         lr = o["lr"] * o["lr_gamma"] ** (epoch // o["lr_step"])
         loss_sum.zero_()
@@ -115,10 +118,13 @@ def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, pr
             run_step(Xb, yb, lr)
             del Xb, yb  # a wide layer's batch is large: free it before the next one is computed
         loss_hist[:, epoch] = (loss_sum / max(n, 1)).cpu()
-        if stream is not None and progress and stream.last_pass:
-            bar.set_postfix(img_per_s=f"{stream.last_pass['images_per_s']:.0f}")
+        diverged |= ~torch.isfinite(loss_sum)
+        if stream is not None and stream.last_pass:
+            postfix["img_per_s"] = f"{stream.last_pass['images_per_s']:.0f}"
         if Xv is not None and (epoch + 1) % o["eval_every"] == 0:
-            acc = accuracy(heads, params, Xv, yv)
+            # a head without finite weights has no accuracy (argmax of NaN logits is class 0): NaN, never selected
+            ok = finite_heads(heads.to_packed(params[0]), params[1], S)
+            acc = torch.where(ok, accuracy(heads, params, Xv, yv), float("nan"))
             val_hist.append(acc.cpu())
             eval_epochs.append(epoch + 1)
             better = acc > best_acc  # strict: ties keep the earlier epoch
@@ -127,14 +133,24 @@ def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, pr
                 best[1][better] = params[1][better]
                 best_acc = torch.where(better, acc, best_acc)
                 selected[better.cpu()] = epoch + 1
-            if progress:
-                bar.set_postfix(val_acc=f"{float(acc.mean()):.3f}")
+            postfix["mean_val_acc"] = f"{float(acc[ok].mean()) if bool(ok.any()) else float('nan'):.3f}"
+        if bool(diverged.any()):
+            postfix["diverged"] = int(diverged.sum())
+        if postfix and progress:
+            bar.set_postfix(postfix)
     if Xv is None or not eval_epochs:
         best = params  # no validation: the last epoch's weights
-    return dict(weights=heads.to_packed(best[0]).contiguous(), biases=best[1], selected_epoch=selected,
+    weights, biases = heads.to_packed(best[0]).contiguous(), best[1]
+    # A head with validation whose every evaluation was non-finite kept its initial weights: it has none.
+    unusable = (selected < 0).to(device) if Xv is not None and eval_epochs else torch.zeros_like(diverged)
+    unusable |= ~finite_heads(weights, biases, S)
+    if bool(unusable.any()):
+        weights[torch.repeat_interleave(unusable, S.sizes.to(device))] = float("nan")
+        biases[unusable] = float("nan")
+    return dict(weights=weights, biases=biases, selected_epoch=selected,
                 val_accuracy=torch.stack(val_hist, 1) if val_hist else None, eval_epochs=eval_epochs,
                 train_loss=loss_hist, init_seeds=torch.tensor(seeds, dtype=torch.int64),
-                options={**o, "layout": layout_name})
+                diverged=diverged | unusable, options={**o, "layout": layout_name})
 
 
 RECIPE = Recipe("sgd", SGDOptions, needs_validation=True, train=train_sgd, streams=True, run_only=("cuda_graphs",))
