@@ -61,7 +61,8 @@ class FeatureStream:
       dtype: the dtype of X (float32; float64 for exact comparisons).
       num_classes: C; ``len(dataset.classes)`` when None. Every label must be in [0, C).
 
-    Attributes: ``n`` (images per epoch), ``dim`` (d), ``num_classes``, ``device``,
+    Attributes: ``n`` (images per epoch), ``dim`` (d, the width the stream yields: for a custom
+    ``augment``, measured on the first image), ``num_classes``, ``device``,
     ``dtype``, ``batch_size``, ``epoch`` (passes started), ``last_pass`` (images,
     seconds and images/s of the latest complete pass). ``len(stream)``: batches per epoch.
     """
@@ -136,13 +137,28 @@ class FeatureStream:
         self._order = torch.Generator().manual_seed(self.seed)
         self.epoch = 0
         self.last_pass: dict | None = None
-        with torch.no_grad():
-            probe = torch.zeros(1, 3, self.image_size, self.image_size, dtype=self._param_dtype, device=self.device)
-            try:
-                self.dim = int(self._forward(probe).shape[1])
-            except (AssertionError, RuntimeError, ValueError) as exc:
-                raise ValueError(f"image_size: the backbone cannot run on {self.image_size}x{self.image_size} "
-                                 f"images ({type(exc).__name__}: {exc})") from exc
+        self.dim = self._width()
+
+    def _width(self) -> int:
+        """d, the width of the features the stream yields. The paper's and the clean transforms make
+        image_size x image_size images, so a blank one tells; a custom transform may make any size, so
+        one real image through it does (a flattened layer's width follows the image size)."""
+        custom = callable(self.augment) and not isinstance(self.augment, str)
+        if custom:
+            image, _ = self._items[(0, 0)]
+            if not isinstance(image, torch.Tensor) or image.dim() != 3:
+                raise TypeError(f"augment: the transform must turn each image into a (3, H, W) tensor; it made "
+                                f"{type(image).__name__} {tuple(getattr(image, 'shape', ()))}")
+            probe, what = image[None], f"the custom transform's {tuple(image.shape[1:])} images"
+        else:
+            probe = torch.zeros(1, 3, self.image_size, self.image_size)
+            what = f"{self.image_size}x{self.image_size} images"
+        probe = probe.to(self.device, self._param_dtype)
+        try:
+            return int(self._forward(probe).shape[1])
+        except (AssertionError, RuntimeError, ValueError) as exc:
+            where = "augment" if custom else "image_size"
+            raise ValueError(f"{where}: the backbone cannot run on {what} ({type(exc).__name__}: {exc})") from exc
 
     def __len__(self) -> int:
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)

@@ -185,9 +185,24 @@ def test_custom_augment_must_make_tensors(setup):
 
     ok = FeatureStream(bb, train, augment=T.Compose([T.Resize(SIZE), T.ToTensor()]), batch_size=48)
     assert ok.dim == 512 and sum(len(y) for _, y in ok) == 96
-    s = FeatureStream(bb, train, augment=lambda im: "not a tensor", image_size=SIZE, batch_size=48)
     with pytest.raises(TypeError, match="augment: the transform must turn each image into a"):
-        next(iter(s))
+        FeatureStream(bb, train, augment=lambda im: "not a tensor", image_size=SIZE, batch_size=48)
+
+
+def test_dim_is_the_width_a_custom_transform_yields():
+    """Before: dim was measured on a blank 224 px image whatever the transform made, so with a
+    flattened layer the stream yielded another width and subsets drawn on dim failed with an index error."""
+    from torchvision import transforms as T
+
+    torch.manual_seed(0)
+    bb = pyred.Backbone("resnet18", pretrained=False, layer="layer1", pool="flatten")
+    train = subset(pyred.datasets.load("digits", "train"), np.arange(20))
+    s = FeatureStream(bb, train, augment=T.Compose([T.Resize(40), T.ToTensor()]), batch_size=10)
+    X, _ = next(iter(s))
+    assert s.dim == X.shape[1] == 64 * 10 * 10
+    res = pyred.train_probes(s, None, pyred.draw_subsets(s.dim, [0.01], [1]), X_val=X, y_val=torch.arange(10) % 10,
+                             epochs=1, progress=False)
+    assert res.weights.shape[0] == int(0.01 * s.dim)
 
 
 WIDE = r"""
