@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ._files import digest
+from .content import array_identity, files_identity, source_identity
 from .probes.data import split_train_val
 
 SPLITS = ("train", "val", "test", "trainval")
@@ -39,16 +41,22 @@ class LabeledImages(torch.utils.data.Dataset):
 
     source: an indexable whose item i is a PIL image, or a (PIL image, label) pair.
     indices: which items of ``source`` form this split; targets: their labels.
+    fingerprint: what the source holds, for the feature cache's key (:meth:`content_id`): None to let
+      pyred tell (image files by path, size and mtime; arrays and PIL images by their bytes -- see
+      :mod:`pyred.content`), a string that changes whenever the images do, or a callable returning one.
     """
 
     def __init__(self, source: Any, indices: Sequence[int], targets: Sequence[int], classes: Sequence[str],
-                 name: str, split: str, transform: Callable | None = None, to_image: Callable | None = None):
+                 name: str, split: str, transform: Callable | None = None, to_image: Callable | None = None,
+                 fingerprint: str | Callable[[], str] | None = None):
         self.source, self.indices = source, np.asarray(indices, dtype=np.int64)
         self.targets = np.asarray(targets, dtype=np.int64)
         if len(self.targets) != len(self.indices):
             raise ValueError("targets: one label per index expected")
+        if not (fingerprint is None or isinstance(fingerprint, str) or callable(fingerprint)):
+            raise TypeError(f"fingerprint: expected None, a string or a callable, got {fingerprint!r}")
         self.classes, self.name, self.split = list(classes), name, split
-        self.transform, self._to_image = transform, to_image
+        self.transform, self._to_image, self.fingerprint = transform, to_image, fingerprint
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -66,8 +74,25 @@ class LabeledImages(torch.utils.data.Dataset):
 
     def with_transform(self, transform: Callable | None) -> "LabeledImages":
         """The same split, producing ``transform(image)``."""
-        return LabeledImages(self.source, self.indices, self.targets, self.classes, self.name, self.split,
-                             transform, self._to_image)
+        return self.subset(np.arange(len(self)), transform)
+
+    def subset(self, idx: Sequence[int], transform: Any = "same") -> "LabeledImages":
+        """The images ``idx`` of this split (with its labels, classes, name, split and fingerprint)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return LabeledImages(self.source, self.indices[idx], self.targets[idx], self.classes, self.name, self.split,
+                             self.transform if transform == "same" else transform, self._to_image, self.fingerprint)
+
+    def content_id(self) -> str:
+        """A digest of the images and labels of this split: what the source holds (the fingerprint, or
+        :func:`pyred.content.source_identity`), which of its items, and their labels. Raises
+        :class:`pyred.content.UnknownContent` when the source cannot be identified without a fingerprint."""
+        if isinstance(self.fingerprint, str):
+            what = "given:" + self.fingerprint
+        elif callable(self.fingerprint):
+            what = "given:" + str(self.fingerprint())
+        else:
+            what = source_identity(self.source)
+        return digest([what, array_identity(self.indices), array_identity(self.targets)], 32)
 
     def describe(self) -> str:
         return f"{self.name}/{self.split} ({len(self)} images, {len(self.classes)} classes)"
@@ -182,8 +207,10 @@ def _fashion(split: str, root, download) -> LabeledImages:
     else:
         images, labels = read_idx(path("train-images-idx3-ubyte")), read_idx(path("train-labels-idx1-ubyte"))
         idx = _pick(split, len(labels))
+    files = [path(n) for n in (("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte") if split == "test" else
+                               ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"))]
     return LabeledImages(images, idx, labels[idx].astype(np.int64), FASHION_MNIST_CLASSES, "fashion-mnist", split,
-                         to_image=_gray_to_pil)
+                         to_image=_gray_to_pil, fingerprint=lambda: files_identity(files))
 
 
 def _torchvision(name: str, make: Callable, targets_of: Callable, has_val: bool, split: str, root, download):

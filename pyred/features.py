@@ -3,6 +3,8 @@
 ``extract_features(backbone, dataset, cache_dir=...)`` streams features to disk
 in chunks under a key made of everything that determines them (model, a digest
 of its weights, layer, pooling, the transform's identity, dataset, split, size,
+what the dataset holds -- its files by path, size and mtime, or its arrays'
+bytes, and its labels: :meth:`pyred.datasets.LabeledImages.content_id` --,
 AMP, pyred's version). A transform is identified by the backbone's resolved
 data config (``Backbone.transform_id``) or by a ``transform_id`` the caller
 gives -- never by its ``repr``, which can hold a memory address (no reuse) or
@@ -151,6 +153,8 @@ def extract_features(backbone, dataset, *, batch_size: int | None = None, device
     }
     if augment is not None:  # (absent otherwise: clean extractions keep their cache keys)
         meta.update(views=views, augment_seed=seed, images=len(dataset), n=len(data))
+    if cache_dir is not None:
+        meta["content"] = _content(dataset)
     key = digest(meta, 20)
     run = _Runner(backbone, data, batch_size, dev, num_workers, amp, progress)
     classes = list(dataset.classes)
@@ -163,6 +167,21 @@ def extract_features(backbone, dataset, *, batch_size: int | None = None, device
     if cached is not None:
         return cached
     return _extract_to_cache(folder, run, data, meta, classes, chunk_size)
+
+
+def _content(dataset) -> str:
+    """The dataset's content digest for the cache key, or the error that says how to give one."""
+    from .content import UnknownContent
+
+    if not hasattr(dataset, "content_id"):
+        raise ValueError(f"dataset: a {type(dataset).__name__} cannot say what it holds (no content_id()); build a "
+                         "pyred.datasets.LabeledImages to cache its features, or pass cache_dir=None")
+    try:
+        return dataset.content_id()
+    except UnknownContent as exc:
+        raise ValueError(f"dataset: {exc}, so cached features could go stale when its images change; pass "
+                         "LabeledImages(..., fingerprint='...') -- a string that changes whenever the images do -- "
+                         "to cache its features, or cache_dir=None") from None
 
 
 def _resolve_transform(backbone, transform, transform_id, caching: bool, paper_options: dict | None = None):

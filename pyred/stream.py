@@ -265,11 +265,8 @@ def is_stream(x: Any) -> bool:
 
 def subset(dataset: Any, idx: np.ndarray) -> Any:
     """The images ``idx`` of ``dataset``, keeping its labels, classes, name and split."""
-    if hasattr(dataset, "indices") and hasattr(dataset, "source"):  # LabeledImages: stays one
-        from .datasets import LabeledImages
-
-        return LabeledImages(dataset.source, dataset.indices[idx], dataset.targets[idx], dataset.classes,
-                             dataset.name, dataset.split, dataset.transform, dataset._to_image)
+    if hasattr(dataset, "subset") and hasattr(dataset, "source"):  # LabeledImages: stays one
+        return dataset.subset(idx)
     return _Subset(dataset, idx)
 
 

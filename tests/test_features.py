@@ -157,3 +157,92 @@ def test_bad_arguments(tmp_path):
         pyred.extract_features(bb, ds, batch_size=0)
     with pytest.raises(TypeError, match="dataset: expected a pyred.datasets.LabeledImages"):
         pyred.extract_features(bb, [torch.zeros(3, 8, 8)])
+
+
+# -- the cache key follows what the dataset holds (issue 17, item 1) ----------------------------------------
+def _write_folder(root, rng, count=3):
+    """root/{train,test}/{a,b}/<i>.png: small random RGB images."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            os.makedirs(os.path.join(root, split, cls), exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(os.path.join(root, split, cls, f"{i}.png"))
+
+
+def _tiny_extract(ds, cache, **kw):
+    from torchvision import transforms
+
+    torch.manual_seed(0)
+    bb = pyred.Backbone("resnet18", pretrained=False)
+    tf = transforms.Compose([transforms.Resize(16), transforms.ToTensor()])
+    return pyred.extract_features(bb, ds, transform=tf, transform_id="resize16-totensor", cache_dir=cache,
+                                  progress=False, **kw)
+
+
+def test_replaced_folder_images_are_not_served_stale(tmp_path, rng):
+    """Before: the key held the folder's path, split and image count, so images replaced under the same
+    names (same count) came back as the old features."""
+    root = str(tmp_path / "images")
+    _write_folder(root, rng)
+    first = _tiny_extract(pyred.datasets.load("folder", "test", root=root), tmp_path / "cache")
+    assert first.metadata["cache"] == "computed"
+    assert _tiny_extract(pyred.datasets.load("folder", "test", root=root), tmp_path / "cache").metadata["cache"] == "hit"
+    time.sleep(0.01)
+    _write_folder(root, rng)  # new pixels, the same file names and count
+    again = _tiny_extract(pyred.datasets.load("folder", "test", root=root), tmp_path / "cache")
+    assert again.metadata["cache"] == "computed"
+    fresh = _tiny_extract(pyred.datasets.load("folder", "test", root=root), None)
+    np.testing.assert_array_equal(np.asarray(again.X), fresh.X)
+    assert not np.array_equal(np.asarray(first.X), fresh.X)
+
+
+def test_in_memory_images_and_labels_are_part_of_the_key(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, size=(6, 8, 8), dtype=np.uint8)
+    make = lambda imgs, labels: pyred.datasets.LabeledImages(  # noqa: E731
+        imgs, np.arange(6), labels, ["a", "b"], "mine", "test", to_image=lambda a: __import__("PIL.Image").Image
+        .fromarray(a))
+    cache = tmp_path / "cache"
+    first = _tiny_extract(make(images, [0, 1] * 3), cache)
+    assert _tiny_extract(make(images.copy(), [0, 1] * 3), cache).metadata["cache"] == "hit"  # same content
+    relabelled = _tiny_extract(make(images, [1, 0] * 3), cache)
+    assert relabelled.metadata["cache"] == "computed" and relabelled.y.tolist() == [1, 0] * 3
+    changed = images.copy()
+    changed[0, 0, 0] ^= 1
+    assert _tiny_extract(make(changed, [0, 1] * 3), cache).metadata["cache"] == "computed"
+    assert first.y.tolist() == [0, 1] * 3
+
+
+def test_a_source_pyred_cannot_identify_needs_a_fingerprint(tmp_path):
+    from PIL import Image
+
+    class Opaque:  # e.g. images read from a database: nothing to stat or hash
+        def __getitem__(self, i):
+            return Image.new("RGB", (8, 8), (i * 40, 0, 0))
+
+    ds = pyred.datasets.LabeledImages(Opaque(), range(4), [0, 1, 0, 1], ["a", "b"], "db", "test")
+    with pytest.raises(ValueError, match="dataset: cannot tell what a Opaque holds.*fingerprint="):
+        _tiny_extract(ds, tmp_path / "cache")
+    assert _tiny_extract(ds, None).X.shape == (4, 512)  # without a cache nothing can go stale
+    named = pyred.datasets.LabeledImages(Opaque(), range(4), [0, 1, 0, 1], ["a", "b"], "db", "test", fingerprint="v1")
+    assert _tiny_extract(named, tmp_path / "cache").metadata["cache"] == "computed"
+    assert _tiny_extract(named.subset(range(4)), tmp_path / "cache").metadata["cache"] == "hit"
+    v2 = pyred.datasets.LabeledImages(Opaque(), range(4), [0, 1, 0, 1], ["a", "b"], "db", "test", fingerprint="v2")
+    assert _tiny_extract(v2, tmp_path / "cache").metadata["cache"] == "computed"
+
+
+def test_built_in_datasets_are_identified_by_their_files_or_arrays(tmp_path):
+    from pyred.content import UnknownContent
+
+    digits = pyred.datasets.load("digits", "test")
+    assert digits.content_id() == pyred.datasets.load("digits", "test").content_id()
+    assert digits.content_id() != pyred.datasets.load("digits", "val").content_id()
+    try:
+        fm = pyred.datasets.load("fashion-mnist", "test")
+    except FileNotFoundError:
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    assert fm.content_id() == pyred.datasets.load("fashion-mnist", "test").content_id()
+    with pytest.raises(UnknownContent):
+        pyred.datasets.LabeledImages(object(), [], [], [], "x", "test").content_id()

@@ -86,6 +86,7 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: str, dist: Dist
     # where the training features come from: the weights, layer, pooling, augmentation, images and order seed
     probe = stream(1)
     ident = digest([os.path.basename(val.path or ""), os.path.basename(test.path or ""), bb.weights_digest(),
-                    model.layer, model.pool, probe.transform_id, train_images.describe(), "order seed 0"])
+                    model.layer, model.pool, probe.transform_id, train_images.describe(), train_images.content_id(),
+                    "order seed 0"])
     return LayerData(model.name, dataset, model.layer, None, None, val.X, val.y, test.X, test.y, test.class_names,
                      ident, stream)
