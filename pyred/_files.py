@@ -25,6 +25,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         yield tmp
         fsync_file(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename == tmp:  # the temporary name is pyred's own business: the error is about path
+            raise OSError(exc.errno, exc.strerror, path) from None
+        raise
     finally:
         remove(tmp)
 

@@ -50,12 +50,16 @@ def read_state_dict(path: str) -> tuple[dict, str]:
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        return dict(load_file(path)), "safetensors"
+        try:
+            return dict(load_file(path)), "safetensors"
+        except Exception as exc:  # noqa: BLE001 -- safetensors raises its own SafetensorError (and OSError)
+            raise ValueError(f"weights: {path} is not a readable .safetensors file ({type(exc).__name__}: "
+                             f"{_first_line(exc)}); it is damaged, truncated or of another format") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- torch raises many kinds for foreign or unsafe files
         raise ValueError(f"weights: {path} is not a checkpoint torch can load safely (weights_only=True): "
-                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+                         f"{type(exc).__name__}: {_first_line(exc)}") from None
     fmt = "state dict"
     if isinstance(obj, dict):
         for key in WRAPPERS:
@@ -109,13 +113,23 @@ def _load_npz(model: Any, path: str) -> str:
                          f"Transformers only; {type(model).__name__} is not one")
     import numpy as np
 
-    with np.load(path) as z:
-        names = list(z.files)
+    try:
+        with np.load(path) as z:
+            names = list(z.files)
+    except Exception as exc:  # noqa: BLE001 -- zipfile and numpy raise many kinds for damaged archives
+        raise ValueError(f"weights: {path} is not a readable .npz archive ({type(exc).__name__}: "
+                         f"{_first_line(exc)})") from None
     if not any(n.endswith("embedding/kernel") for n in names):
         raise ValueError(f"weights: {path} is not a timm/AugReg ViT checkpoint (no embedding/kernel among its "
                          f"arrays: {names[:8]})")
     try:
         model.load_pretrained(path)
-    except (KeyError, RuntimeError, ValueError) as exc:
-        raise ValueError(f"weights: {path} does not fit {type(model).__name__}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 -- timm's converter meets damaged arrays with many kinds
+        raise ValueError(f"weights: {path} does not fit {type(model).__name__} or is damaged: {type(exc).__name__}: "
+                         f"{_first_line(exc)}") from None
     return "augreg npz"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""

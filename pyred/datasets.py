@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -162,8 +163,12 @@ def _digits(split: str, root, download) -> LabeledImages:
 def read_idx(path: str) -> np.ndarray:
     """An idx file (optionally gzipped) as a numpy array."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as exc:  # gzip's errors do not name the file
+        raise ValueError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); the file is damaged or "
+                         "truncated") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8:
         raise ValueError(f"{path}: not an idx file of unsigned bytes")
     ndim = data[3]

@@ -217,11 +217,11 @@ class FeatureStream:
         collate = _collate_raw if self.augment_on == "device" else None
         loader = torch.utils.data.DataLoader(self._items, batch_sampler=batches, num_workers=self.num_workers,
                                              pin_memory=self.device.type == "cuda", collate_fn=collate)
-        start, images = time.perf_counter(), 0
+        start, seen = time.perf_counter(), 0
         for x, y in loader:
             if self.augment_on == "device":  # (uint8 images, parameters) -> augmented on the device
-                images, params = x
-                x = device_augment.apply(images.to(self.device, non_blocking=True), params, self.image_size,
+                raw, params = x
+                x = device_augment.apply(raw.to(self.device, non_blocking=True), params, self.image_size,
                                          self.mean, self.std)
             if not isinstance(x, torch.Tensor) or x.dim() != 4:
                 raise TypeError(f"augment: the transform must turn each image into a (3, H, W) tensor; a batch "
@@ -230,12 +230,12 @@ class FeatureStream:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             X = self._forward(x)
-            images += len(y)
+            seen += len(y)
             yield X, y.to(self.device, torch.int64, non_blocking=True)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # once per epoch, so images/s counts the work itself
         seconds = time.perf_counter() - start
-        self.last_pass = {"images": images, "seconds": seconds, "images_per_s": images / max(seconds, 1e-9)}
+        self.last_pass = {"images": seen, "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)}
 
     def __repr__(self) -> str:
         return (f"FeatureStream({getattr(self.backbone, 'name', type(self.backbone).__name__)}, "

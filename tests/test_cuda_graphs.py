@@ -105,7 +105,9 @@ def test_cuda_graphs_need_a_cuda_device(rng):
         train(X, y, S, "cpu", torch.float32, "masked", cuda_graphs="yes")
 
 
-def test_cuda_graphs_stay_outside_a_studys_identity(tmp_path):
+def test_cuda_graphs_stay_outside_a_studys_identity(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a study on "cuda" is checked against the machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     on = tmp_path / "on.toml"
     on.write_text('device = "cuda"\n[recipe_options]\ncuda_graphs = true\n')
     off = tmp_path / "off.toml"

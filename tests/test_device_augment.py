@@ -84,6 +84,7 @@ def test_stream_on_the_device_road():
     cpu = FeatureStream(bb, ds, **kw)
     Xd, Xc = torch.cat([x for x, _ in dev]), torch.cat([x for x, _ in cpu])
     assert Xd.shape == Xc.shape == (40, 512)
+    assert dev.last_pass["images"] == cpu.last_pass["images"] == 40  # the device road counted a tensor here
     rel = (Xd - Xc).norm() / Xc.norm()
     assert rel < 0.2, rel  # same augmentations, other resampling
     again = torch.cat([x for x, _ in FeatureStream(bb, ds, augment_on="device", **kw)])

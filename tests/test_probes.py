@@ -301,3 +301,11 @@ def test_ridge_at_extreme_feature_scales(rng):
         assert not res.diverged.any()
         np.testing.assert_array_equal(res.evaluate(X[500:] * scale, y[500:]).predictions,
                                       want.evaluate(X[500:], y[500:]).predictions)
+
+
+def test_the_progress_bar_says_what_it_shows(rng, capsys):
+    pytest.importorskip("tqdm")
+    X, y = teacher_data(rng, 200, 6, 3)
+    pyred.train_probes(X, y, [[0, 1], [2, 3]], epochs=2, eval_every=1, progress=True)
+    err = capsys.readouterr().err
+    assert "mean_val_acc=" in err and "val_acc=0" not in err.replace("mean_val_acc", "")

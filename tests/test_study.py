@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import shutil
@@ -43,14 +44,14 @@ def write_config(path, features, out, options=None, **extra):
 
 
 def table(db, config_id=None):
-    with sqlite3.connect(db) as c:
+    with contextlib.closing(sqlite3.connect(db)) as c:
         where, params = ("WHERE config_id = ?", (config_id,)) if config_id else ("", ())
         return c.execute("SELECT model, dataset, layer, method, fraction, seed, k, accuracy, per_class, cka "
                          f"FROM results {where} ORDER BY config_id, method, fraction, seed", params).fetchall()
 
 
 def config_ids(db):
-    with sqlite3.connect(db) as c:
+    with contextlib.closing(sqlite3.connect(db)) as c:
         return [r[0] for r in c.execute("SELECT id FROM configs ORDER BY last_run DESC")]
 
 
@@ -88,7 +89,9 @@ def test_cli_end_to_end(tmp_path, features_npz, capsys):
     assert main(["export", str(out)]) == 0
     assert (out / "results.csv").read_text().count("\n") == len(rows) + 1
     pq = pytest.importorskip("pyarrow.parquet")
-    assert main(["export", str(out), "--parquet", str(out / "results.parquet")]) == 0
+    assert main(["export", str(out), "--parquet", str(out / "results.parquet")]) == 2  # results.csv is there
+    assert "--csv: " in one_error_line(capsys) and not (out / "results.parquet").exists()
+    assert main(["export", str(out), "--parquet", str(out / "results.parquet"), "--force"]) == 0
     t = pq.read_table(out / "results.parquet")
     assert t.num_rows == len(rows) and t.column("accuracy").to_pylist() == [r[7] for r in rows]
     # re-running the same configuration skips every finished unit: nothing changes, nothing duplicates
@@ -476,3 +479,274 @@ def test_pca_and_random_projection_baselines(tmp_path):
     # the top directions carry the label information, the bottom ones little
     fracs = [f for f in top if f < 1]
     assert np.mean([top[f] for f in fracs]) > np.mean([bottom[f] for f in fracs]) + 0.05, (top, bottom)
+
+
+# -- issue 17, item 6: a failed run never hides the finished results; runs and reports say how far a
+# configuration got ----------------------------------------------------------------------------------------
+def test_a_run_that_fails_at_once_does_not_hide_the_results_before_it(tmp_path, features_npz, capsys, monkeypatch):
+    """Before: the failed run's configuration became the latest, so `pyred report` wrote an empty report and
+    `pyred export` a header-only CSV, both with exit status 0."""
+    out = tmp_path / "run"
+    good = write_config(tmp_path / "a.toml", features_npz, out, methods='["random"]')
+    assert main(["run", str(good), "--quiet", "--no-report"]) == 0
+    rows = table(out / "results.sqlite")
+    bad = write_config(tmp_path / "b.toml", features_npz, out, methods='["random"]', seeds="[7]")
+
+    def boom(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("pyred.study.runner.run_unit", boom)
+    assert main(["run", str(bad), "--quiet", "--no-report"]) == 2
+    assert "boom" in one_error_line(capsys)
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "| synthetic | penultimate |" in report and "0.05" in report
+    assert main(["export", str(out), "--csv", str(tmp_path / "x.csv")]) == 0
+    assert (tmp_path / "x.csv").read_text().count("\n") == len(rows) + 1
+    capsys.readouterr()
+    assert main(["runs", str(out)]) == 0
+    listing = capsys.readouterr().out
+    ids = config_ids(out / "results.sqlite")
+    assert f"{ids[1]} " in listing and "(latest)" in listing.split(ids[1])[1].splitlines()[0]
+    assert "failed: RuntimeError: boom" in listing and "incomplete: 0/" in listing
+    assert "complete (" in listing and "seeds [7]" in listing and "seeds [1, 2, 3]" in listing
+
+
+def test_an_incomplete_configuration_says_so_and_why_dr_is_missing(tmp_path, features_npz, capsys, monkeypatch):
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.toml", features_npz, out, head_chunks=4, methods='["random"]')
+    real, calls = execute_module.run_unit, []
+
+    def stop_at_the_last_chunk(cfg_, unit, *args):
+        calls.append(unit.kind)
+        if calls.count("probes") == 4:  # the last chunk holds the full-layer head (fraction 1.0 sorts last)
+            raise KeyboardInterrupt
+        return real(cfg_, unit, *args)
+
+    monkeypatch.setattr("pyred.study.runner.run_unit", stop_at_the_last_chunk)
+    assert main(["run", str(cfg), "--quiet", "--no-report"]) == 130
+    capsys.readouterr()
+    assert main(["runs", str(out)]) == 0
+    listing = capsys.readouterr().out
+    assert "incomplete: 4/5 units finished; last run failed: interrupted" in listing
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "This configuration is incomplete: 4/5 units finished" in report
+    assert "the full-layer head's probe unit has not finished" in report
+    doc = json.loads((out / "analysis.json").read_text())["configs"][0]
+    assert doc["complete"] is False and doc["groups"][0]["dr_missing"].startswith("the full-layer head")
+    monkeypatch.setattr("pyred.study.runner.run_unit", real)
+    assert main(["run", str(cfg), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["runs", str(out)]) == 0
+    assert "complete (5/5 units)" in capsys.readouterr().out
+    assert "This configuration is incomplete" not in (out / "report.md").read_text()
+
+
+def test_diverged_heads_are_recorded_and_reported(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 20)).astype(np.float32)
+    y = (X[:, 1] > 0).astype(np.int64)
+    X[:, 0] *= np.float32(1e20)  # heads reading this column diverge at lr 0.1
+    path = tmp_path / "wild.npz"
+    np.savez(path, X_train=X[:200], y_train=y[:200], X_test=X[200:], y_test=y[200:])
+    out = tmp_path / "run"
+    assert main(["run", "--features", str(path), "--fractions", "0.1", "--seeds", "1,2,3,4,5", "--epochs", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "probe heads of wild|features|penultimate|random|probes 1/1 diverged" in said
+    with sqlite3.connect(out / "results.sqlite") as c:
+        flagged = c.execute("SELECT fraction, seed, accuracy FROM results WHERE diverged = 1").fetchall()
+        fine = c.execute("SELECT COUNT(*) FROM results WHERE diverged = 0 AND accuracy IS NOT NULL").fetchone()[0]
+    assert flagged and all(acc is None for _, _, acc in flagged) and fine >= 1
+    report = (out / "report.md").read_text()
+    assert "Probe heads that diverged" in report
+    for f, s, _ in flagged:
+        assert f"f={f:g} seed {s}" in report
+
+
+# -- issue 17, item 8: a read-only study can be read -------------------------------------------------------
+def test_read_commands_never_write_and_work_on_a_read_only_folder(tmp_path, features_npz, capsys, monkeypatch):
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.toml", features_npz, out, methods='["random"]')
+    assert main(["run", str(cfg), "--quiet", "--no-report"]) == 0
+    rows = table(out / "results.sqlite")
+
+    def listing():
+        return {p: (os.path.getsize(out / p), os.stat(out / p).st_mtime_ns) for p in os.listdir(out)}
+
+    before = listing()
+    assert main(["runs", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["export", str(out), "--csv", "-"]) == 0
+    csv_text = capsys.readouterr().out
+    assert csv_text.startswith("config_id,model") and csv_text.count("\n") >= len(rows) + 1
+    assert listing() == before  # the read commands wrote nothing into the folder, not even -wal / -shm files
+    # the folder read-only (an archive, a shared mount): everything but the report into it works
+    monkeypatch.setattr("pyred.study.store.writable", lambda folder: os.path.abspath(folder) != str(out))
+    monkeypatch.setattr("pyred.study.report.writable", lambda folder: os.path.abspath(folder) != str(out))
+    assert main(["report", str(out)]) == 2
+    assert f"{out} is read-only: pass --out DIR" in one_error_line(capsys)
+    assert main(["report", str(out), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "report.md").exists() and (tmp_path / "elsewhere" / "analysis.json").exists()
+    assert main(["export", str(out)]) == 2
+    assert "--csv: " in one_error_line(capsys)  # DIR/results.csv cannot be written there
+    assert main(["export", str(out), "--csv", str(tmp_path / "r.csv")]) == 0
+    assert listing() == before
+
+
+def test_a_killed_runs_log_is_read_in_a_read_only_folder(tmp_path, features_npz, capsys, monkeypatch):
+    """A run killed before SQLite folded its write-ahead log into the database leaves committed rows in
+    results.sqlite-wal; a read-only folder cannot take the shared-memory file that reading it needs."""
+    out = tmp_path / "run"
+    assert main(["run", str(write_config(tmp_path / "c.toml", features_npz, out, methods='["random"]')), "--quiet",
+                 "--no-report"]) == 0
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    c = sqlite3.connect(out / "results.sqlite", isolation_level=None)
+    c.execute("PRAGMA wal_autocheckpoint = 0")
+    c.execute("UPDATE results SET accuracy = 0.123 WHERE fraction = 1.0")
+    shutil.copyfile(out / "results.sqlite", archive / "results.sqlite")
+    shutil.copyfile(out / "results.sqlite-wal", archive / "results.sqlite-wal")
+    c.close()
+    monkeypatch.setattr("pyred.study.store.writable", lambda folder: os.path.abspath(folder) != str(archive))
+    files = sorted(os.listdir(archive))
+    capsys.readouterr()
+    assert main(["export", str(archive), "--csv", "-"]) == 0
+    assert "0.123" in capsys.readouterr().out
+    assert sorted(os.listdir(archive)) == files
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_really_read_only_folder(tmp_path, features_npz, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(write_config(tmp_path / "c.toml", features_npz, out, methods='["random"]')), "--quiet",
+                 "--no-report"]) == 0
+    for p in os.listdir(out):
+        os.chmod(out / p, 0o444) if (out / p).is_file() else None
+    os.chmod(out, 0o555)
+    try:
+        assert main(["runs", str(out)]) == 0
+        assert main(["export", str(out), "--csv", "-"]) == 0
+        assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+        assert main(["report", str(out)]) == 2
+    finally:
+        os.chmod(out, 0o755)
+
+
+# -- issue 17: rough edges ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("arrays, message", [
+    (dict(X_test=np.array([[1.0, np.nan, 2.0]] * 5, dtype=np.float32)),
+     "X_test holds a non-finite value (nan) at row 0, column 1"),
+    (dict(X_val=np.full((4, 3), np.inf, dtype=np.float32), y_val=np.zeros(4, np.int64)),
+     "X_val holds a non-finite value (inf) at row 0, column 0"),
+    (dict(class_names=np.array(["a", 1], dtype=object)), "class_names is an object array (pickled)"),
+    (dict(class_names=np.array(["a"])), "class_names names 1 classes, but the labels go up to 1"),
+    (dict(y_test=-np.ones(5, np.int64)), "y_test holds the negative label -1"),
+])
+def test_a_features_file_is_checked_whole_before_any_unit(tmp_path, capsys, arrays, message):
+    base = dict(X_train=np.ones((10, 3), dtype=np.float32), y_train=np.arange(10) % 2,
+                X_test=np.ones((5, 3), dtype=np.float32), y_test=np.arange(5) % 2)
+    path = tmp_path / "bad.npz"
+    np.savez(path, **{**base, **arrays})
+    assert main(["run", "--features", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    line = one_error_line(capsys)
+    assert message in line and str(path) in line
+    assert not (tmp_path / "o" / "results.sqlite").exists()
+
+
+def test_paths_in_a_toml_are_relative_to_its_folder(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    make_features(project / "feats.npz")
+    (project / "study.toml").write_text('models = [{ name = "s", features = "feats.npz" }]\nout = "results"\n'
+                                        'fractions = [0.5]\nseeds = [1]\ncka = false\n[recipe_options]\nepochs = 1\n')
+    monkeypatch.chdir(tmp_path)  # elsewhere
+    assert main(["run", "project/study.toml", "--quiet", "--no-report"]) == 0
+    assert (project / "results" / "results.sqlite").exists() and not (tmp_path / "results").exists()
+    # a command-line path stays relative to the working directory
+    assert main(["run", "project/study.toml", "--out", "here", "--quiet", "--no-report"]) == 0
+    assert (tmp_path / "here" / "results.sqlite").exists()
+
+
+def test_a_folder_dataset_in_a_study(tmp_path, capsys):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c, cls in enumerate(("dark", "light")):
+            (images / split / cls).mkdir(parents=True)
+            for i in range(10):
+                pixels = (rng.integers(0, 100, size=(12, 12, 3)) + 150 * c).astype(np.uint8)
+                Image.fromarray(pixels).save(images / split / cls / f"{i}.png")
+    cfg = tmp_path / "f.toml"
+    cfg.write_text('models = [{ name = "resnet18", pretrained = false }]\n'
+                   'datasets = [{ name = "folder", root = "images" }]\nfractions = [0.5]\nseeds = [1]\n'
+                   'image_size = 32\nout = "out"\ncka = false\n[recipe_options]\nepochs = 2\neval_every = 1\n')
+    assert main(["run", str(cfg), "--quiet", "--no-report"]) == 0
+    rows = table(tmp_path / "out" / "results.sqlite")
+    assert {r[1] for r in rows} == {f"folder@{images}"} and all(r[7] is not None for r in rows)
+    cfg.write_text('models = [{ name = "resnet18", pretrained = false }]\ndatasets = ["folder"]\n')
+    assert main(["run", str(cfg), "--quiet"]) == 2
+    assert "'folder' needs its root" in one_error_line(capsys)
+    assert main(["run", "--model", "resnet18", "--dataset", "folder", "--data-root", str(tmp_path / "nope"),
+                 "--quiet", "--out", str(tmp_path / "o2")]) == 2
+    assert "is not a folder" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("device, message", [("tpu", "device: 'tpu'"), ("cuda:banana", "is not a device"),
+                                             ("mps", "pyred runs on cpu or cuda")])
+def test_a_device_that_is_not_there_is_refused_before_any_work(tmp_path, features_npz, capsys, device, message):
+    out = tmp_path / "o"
+    assert main(["run", "--features", str(features_npz), "--device", device, "--out", str(out), "--quiet"]) == 2
+    assert message in one_error_line(capsys)
+    assert not (out / "results.sqlite").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA device")
+def test_cuda_without_a_gpu_is_refused_before_any_work(tmp_path, features_npz, capsys):
+    assert main(["run", "--features", str(features_npz), "--device", "cuda", "--out", str(tmp_path / "o")]) == 2
+    assert "torch sees no CUDA device on this machine" in one_error_line(capsys)
+    assert not (tmp_path / "o" / "results.sqlite").exists()
+
+
+def test_runs_tell_configurations_apart(tmp_path, capsys):
+    out = tmp_path / "run"
+    for sub, seed in (("a", 0), ("b", 5)):  # two features files of one name, other content
+        (tmp_path / sub).mkdir()
+        make_features(tmp_path / sub / "feats.npz", seed=seed)
+        assert main(["run", str(write_config(tmp_path / f"{sub}.toml", tmp_path / sub / "feats.npz", out,
+                                             fractions="[0.5]", seeds="[1]", methods='["random"]')),
+                     "--quiet", "--no-report"]) == 0
+    capsys.readouterr()
+    assert main(["runs", str(out)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "synthetic" in ln]
+    assert len(lines) == 2
+    whats = [ln.split("  ", 1)[1].replace("(latest)", "").strip() for ln in lines]
+    assert whats[0] != whats[1] and all("[features " in w and "seeds [1]" in w for w in whats)
+
+
+def test_parquet_that_would_fail_writes_nothing(tmp_path, features_npz, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert main(["run", str(write_config(tmp_path / "c.toml", features_npz, out, fractions="[0.5]", seeds="[1]",
+                                         methods='["random"]')), "--quiet", "--no-report"]) == 0
+    from pyred.study.errors import StudyError
+
+    def no_pyarrow():
+        raise StudyError("--parquet: Parquet export needs pyarrow (pip install pyarrow)")
+
+    monkeypatch.setattr("pyred.study.store.require_pyarrow", no_pyarrow)
+    assert main(["export", str(out), "--parquet", str(tmp_path / "r.parquet")]) == 2
+    assert "needs pyarrow" in one_error_line(capsys)
+    assert not (out / "results.csv").exists() and not (tmp_path / "r.parquet").exists()
+
+
+def test_write_errors_name_the_file_not_its_temporary(tmp_path):
+    from pyred._files import atomic_write
+
+    target = tmp_path / "missing" / "x.csv"
+    with pytest.raises(OSError) as err:
+        with atomic_write(target) as f:
+            f.write("a")
+    assert err.value.filename == str(target) and ".tmp" not in str(err.value)

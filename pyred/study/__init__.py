@@ -17,11 +17,11 @@ Modules, in the order data flows through them:
   cli          the ``pyred`` command
 """
 
-from .config import ModelSpec, StudyConfig, config_id, default_config, identity, load_config
+from .config import DatasetSpec, ModelSpec, StudyConfig, config_id, default_config, identity, load_config
 from .errors import ConfigError, StudyError
 from .report import analyse_folder, write_report
 from .runner import run
 from .store import ResultStore
 
-__all__ = ["ConfigError", "ModelSpec", "ResultStore", "StudyConfig", "StudyError", "analyse_folder", "config_id",
+__all__ = ["ConfigError", "DatasetSpec", "ModelSpec", "ResultStore", "StudyConfig", "StudyError", "analyse_folder", "config_id",
            "default_config", "identity", "load_config", "run", "write_report"]

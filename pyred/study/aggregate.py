@@ -52,8 +52,30 @@ def _group(config_id: str, key: tuple, rs: list[ResultRow]) -> dict:
                               "max_min": A.max_min(pc), "cv": A.coefficient_of_variation(pc),
                               "accuracy": float(np.mean([r.accuracy for r in acc if r.fraction == frac]))})
         g["disparity"] = disparity
+    diverged = [r for r in rs if r.diverged]
+    if diverged:
+        g["diverged"] = [{"fraction": r.fraction, "seed": r.seed, "kept_earlier_weights": r.accuracy is not None}
+                         for r in diverged]
+    if "dr" not in g:
+        g["dr_missing"] = _why_no_dr(rs, acc)
     ck = [r for r in rs if r.cka is not None]
     if ck:
         f, mean, std, n = A.seed_stats([r.fraction for r in ck], [r.cka for r in ck])
         g["cka"] = {"fraction": f.tolist(), "mean": mean.tolist(), "std": std.tolist()}
     return g
+
+
+def _why_no_dr(rs: list[ResultRow], acc: list[ResultRow]) -> str:
+    """Why a group has no DR, for the report."""
+    if not acc:
+        if any(r.diverged for r in rs):
+            return "every probe head diverged"
+        return "no probe has finished yet (its probe units have not run)"
+    full = [r for r in rs if r.fraction == 1.0]
+    if not any(r.accuracy is not None for r in full):
+        if any(r.diverged for r in full):
+            return "the full-layer head diverged, so there is no accuracy to compare with"
+        return "the full-layer head's probe unit has not finished"
+    if not any(0 < r.fraction < 1 for r in acc):
+        return "no fraction strictly between 0 and 1 has a probe result"
+    return "the full layer's accuracy is 0"

@@ -47,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("config", nargs="?", help="a TOML study configuration")
     r.add_argument("--model", action="append", dest="models", help="timm model name (repeatable)")
     r.add_argument("--dataset", action="append", dest="datasets", help="dataset name (repeatable)")
+    r.add_argument("--data-root", dest="data_root",
+                   help="the folder holding the datasets given without one (for 'folder': DIR/<split>/<class>/<image>)")
     r.add_argument("--features", help=".npz with X_train, y_train, X_test, y_test[, X_val, y_val, class_names]")
     r.add_argument("--fractions", type=_floats, help="e.g. 0.01,0.1,0.5")
     r.add_argument("--seeds", type=_ints, help="e.g. 1,2,3")
@@ -71,11 +73,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     rep = sub.add_parser("report", help="rewrite the analysis, plots and report.md of a study folder")
     rep.add_argument("dir")
+    rep.add_argument("--out", help="write analysis.json, the plots and report.md here (default DIR; the database "
+                                   "is only read, so DIR may be read-only)")
     _select(rep)
     ex = sub.add_parser("export", help="export a study's results to CSV and/or Parquet")
     ex.add_argument("dir")
-    ex.add_argument("--csv", help="CSV file (default DIR/results.csv)")
+    ex.add_argument("--csv", help="CSV file (default DIR/results.csv; '-' writes to standard output)")
     ex.add_argument("--parquet", help="Parquet file (needs pyarrow)")
+    ex.add_argument("--force", action="store_true", help="overwrite existing output files")
     _select(ex)
     ru = sub.add_parser("runs", help="list the configurations and runs recorded in a study folder")
     ru.add_argument("dir")
@@ -118,6 +123,8 @@ def _one_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, OSError) and exc.filename and exc.strerror:
         text = f"{exc.filename}: {exc.strerror}"
+    if "Original Traceback" in text:  # re-raised from a DataLoader worker: its last line says what went wrong
+        text = text.strip().splitlines()[-1]
     return " ".join(text.split())
 
 
@@ -128,7 +135,7 @@ def _run(args) -> int:
     overrides = dict(models=args.models, datasets=args.datasets, features=args.features, fractions=args.fractions,
                      seeds=args.seeds, recipe=args.recipe, device=args.device, out=args.out, epochs=args.epochs,
                      protocol=args.protocol, views=args.views, image_size=args.image_size,
-                     num_workers=args.num_workers, amp=args.amp)
+                     num_workers=args.num_workers, amp=args.amp, data_root=args.data_root)
     if args.no_report:
         overrides["report"] = False
     cfg = load_config(args.config, **overrides)
@@ -140,45 +147,77 @@ def _run(args) -> int:
 def _report(args) -> int:
     from .report import write_report
 
-    print(f"pyred: wrote {write_report(args.dir, args.config, args.all)}")
+    print(f"pyred: wrote {write_report(args.dir, args.config, args.all, dest=args.out)}")
     return 0
 
 
 def _export(args) -> int:
-    from .errors import StudyError
+    from .._files import atomic_write
     from .report import database
-    from .store import ResultStore
+    from .store import ResultStore, require_pyarrow
 
-    store = ResultStore(database(args.dir), create=False)
+    store = ResultStore.read(database(args.dir))
     try:
         ids = store.resolve(args.config, args.all)
-        targets = [("--csv", args.csv or os.path.join(args.dir, "results.csv"), store.export_csv)]
+        csv_path = args.csv or os.path.join(args.dir, "results.csv")
+        targets = [("--csv", csv_path)] + ([("--parquet", args.parquet)] if args.parquet else [])
         if args.parquet:
-            targets.append(("--parquet", args.parquet, store.export_parquet))
-        protected = {os.path.realpath(store.path)} | {os.path.realpath(store.path + s) for s in ("-wal", "-shm")}
-        caches = [os.path.realpath(c) for c in store.cache_dirs()]
-        for flag, path, _ in targets:
-            real = os.path.realpath(path)
-            if os.path.isdir(path):
-                raise StudyError(f"{flag}: {path} is a directory; give a file path")
-            if real in protected:
-                raise StudyError(f"{flag}: {path} is the results database itself; give another file")
-            if any(real == c or real.startswith(c + os.sep) for c in caches):
-                raise StudyError(f"{flag}: {path} is inside the feature cache; give a file outside it")
-        for _, path, write in targets:
-            print(f"pyred: wrote {write(path, ids)}")
+            require_pyarrow()  # before anything is written: a failed export writes nothing
+        _check_export_targets(store, targets, args.force)
+        table = store.parquet_table(ids) if args.parquet else None
+        if csv_path == "-":
+            store.write_csv(sys.stdout, ids)
+        else:
+            with atomic_write(csv_path, newline="") as f:
+                store.write_csv(f, ids)
+            print(f"pyred: wrote {csv_path}")
+        if args.parquet:
+            import pyarrow.parquet as pq
+
+            with atomic_write(args.parquet, "wb") as f:
+                pq.write_table(table, f)
+            print(f"pyred: wrote {args.parquet}", file=sys.stderr if csv_path == "-" else sys.stdout)
     finally:
         store.close()
     return 0
+
+
+def _check_export_targets(store, targets: list, force: bool) -> None:
+    """Refuses an output that is a folder, the database, inside a feature cache, or (without --force) an
+    existing file -- before anything is written."""
+    from . import store as store_module
+    from .errors import StudyError
+
+    protected = {os.path.realpath(store.path)} | {os.path.realpath(store.path + s) for s in ("-wal", "-shm")}
+    caches = [os.path.realpath(c) for c in store.cache_dirs()]
+    for flag, path in targets:
+        if path == "-":
+            if flag != "--csv":
+                raise StudyError(f"{flag}: '-' (standard output) is for --csv only")
+            continue
+        real = os.path.realpath(path)
+        if os.path.isdir(path):
+            raise StudyError(f"{flag}: {path} is a directory; give a file path")
+        if real in protected:
+            raise StudyError(f"{flag}: {path} is the results database itself; give another file")
+        if any(real == c or real.startswith(c + os.sep) for c in caches):
+            raise StudyError(f"{flag}: {path} is inside the feature cache; give a file outside it")
+        if os.path.exists(path) and not force:
+            raise StudyError(f"{flag}: {path} exists; pass --force to overwrite it")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise StudyError(f"{flag}: no folder {folder} to write {os.path.basename(path)} into")
+        if not store_module.writable(folder):
+            raise StudyError(f"{flag}: {folder} is read-only; give a path where the file can be written")
 
 
 def _runs(args) -> int:
     import time
 
     from .report import database
-    from .store import ResultStore
+    from .store import ResultStore, latest_with_results
 
-    store = ResultStore(database(args.dir), create=False)
+    store = ResultStore.read(database(args.dir))
     try:
         infos = store.configs()
     finally:
@@ -186,19 +225,33 @@ def _runs(args) -> int:
     if not infos:
         print(f"{args.dir}: no configuration recorded yet")
         return 0
+    latest = getattr(latest_with_results(infos), "id", None)
     print(f"{'config':<13} {'last run':<17} {'runs':>4} {'rows':>6}  what")
-    for i, c in enumerate(infos):
-        ident = c.identity
-        models = ",".join(m["name"] for m in ident["models"])
+    for c in infos:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.last_run))
-        what = (f"{models} on {','.join(ident['datasets'])}; {ident['recipe']} "
-                f"{', '.join(f'{k}={v}' for k, v in ident['recipe_options'].items() if v is not None)}; "
-                f"{_grid_size(ident['fractions'])} fractions x {len(ident['seeds'])} seeds; methods {ident['methods']}"
-                f"; protocol {describe_protocol(ident)}"
-                + ("" if not ident["cka"] else f"; CKA {'debiased' if ident['cka']['debiased'] else 'biased'} "
-                   f"on {ident['cka']['samples']}"))
-        print(f"{c.id:<13} {when:<17} {c.runs:>4} {c.rows:>6}  {what}{'  (latest)' if i == 0 else ''}")
+        mark = "  (latest)" if c.id == latest else ""
+        print(f"{c.id:<13} {when:<17} {len(c.runs):>4} {c.rows:>6}  {_what(c.identity)}{mark}")
+        print(f"{'':<13} {c.progress()}")
+        for r in c.runs:
+            if r.error:
+                started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started_at))
+                print(f"{'':<13} run {r.id} ({started}) failed: {r.error}")
     return 0
+
+
+def _what(ident: dict) -> str:
+    """One line that tells configurations apart: models (with their file digests), data, recipe, grid,
+    seeds, methods, protocol, CKA."""
+    models = ",".join(m["name"] + "".join(f" [{k.split('_')[0]} {m[k][:10]}]" for k in ("features_sha256",
+                                                                                         "weights_sha256")
+                                          if m.get(k))
+                      for m in ident["models"])
+    datasets = ",".join(d if isinstance(d, str) else f"{d['name']}({d.get('root', '')})" for d in ident["datasets"])
+    options = ", ".join(f"{k}={v}" for k, v in ident["recipe_options"].items() if v is not None)
+    ck = ident.get("cka")
+    cka = "" if not ck else f"; CKA {'debiased' if ck['debiased'] else 'biased'} on {ck['samples']}"
+    return (f"{models} on {datasets}; {ident['recipe']} {options}; {_grid_size(ident['fractions'])} fractions x "
+            f"seeds {ident['seeds']}; methods {ident['methods']}; protocol {describe_protocol(ident)}{cka}")
 
 
 def _grid_size(fractions) -> str:

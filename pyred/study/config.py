@@ -68,14 +68,50 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset of a study: a registered name (``pyred.datasets.available()``), with ``root`` the folder
+    that holds it where the loader needs one ("folder": root/<split>/<class>/<image>)."""
+
+    name: str
+    root: str | None = None
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> "DatasetSpec":
+        if isinstance(raw, DatasetSpec):
+            return raw
+        if isinstance(raw, str):
+            return cls(raw)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: a dataset is a name or a table {{ name = ..., root = ... }}, got {raw!r}")
+        _unknown(raw, [f.name for f in dataclasses.fields(cls)], where)
+        if "name" not in raw:
+            raise ConfigError(f"{where}: a dataset table needs a name, got {raw!r}")
+        spec = cls(**raw)
+        _guard(lambda: check.string(spec.name, f"{where}.name"))
+        if spec.root is not None:
+            _guard(lambda: check.string(spec.root, f"{where}.root"))
+        return spec
+
+    @property
+    def label(self) -> str:
+        """The dataset's name in results and reports (with its folder when it has one)."""
+        return self.name if self.root is None else f"{self.name}@{self.root}"
+
+    def identity(self) -> Any:
+        """The name alone (as before tables existed, so those configurations keep their ids), or the
+        name and the folder's absolute path."""
+        return self.name if self.root is None else {"name": self.name, "root": os.path.abspath(self.root)}
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A study: models x datasets x methods x fractions x seeds, through CKA and probes.
 
     The fields below ``full_layer_seed`` only change how the work runs, not its numbers.
     """
 
-    models: tuple
-    datasets: tuple
+    models: tuple  # of ModelSpec
+    datasets: tuple  # of DatasetSpec
     fractions: tuple | None = None  # None: each model's grid from pyred.paper (PAPER_FRACTIONS by default)
     seeds: tuple = (1, 2, 3, 4, 5)
     methods: tuple = ("random",)
@@ -108,7 +144,7 @@ class StudyConfig:
         """The recipe options for (model, dataset): the user's over the paper's defaults for the pair."""
         from ..paper import resolve_options
 
-        return resolve_options(model, dataset, self.recipe, self.recipe_options)
+        return resolve_options(model, getattr(dataset, "name", dataset), self.recipe, self.recipe_options)
 
     def eval_size(self) -> int | None:
         """The paper's Resize + CenterCrop size for clean images, or None for the model's own transform."""
@@ -128,22 +164,25 @@ KEYS = [f.name for f in dataclasses.fields(StudyConfig)]
 def default_config() -> StudyConfig:
     """The built-in default: offline pretrained EfficientNet-Lite0 on scikit-learn's digits,
     the paper's fraction grid, 5 seeds plus the full layer, every stage."""
-    return StudyConfig(models=(ModelSpec("tf_efficientnet_lite0"),), datasets=("digits",))
+    return StudyConfig(models=(ModelSpec("tf_efficientnet_lite0"),), datasets=(DatasetSpec("digits"),))
 
 
 def load_config(path: str | None = None, **overrides: Any) -> StudyConfig:
     """A validated StudyConfig from a TOML file (or the default) and command-line overrides.
 
-    Overrides (None: not given): models (timm names), datasets, features (an .npz path),
-    fractions, seeds, recipe, device, out, epochs (sgd epochs), protocol, views, image_size, num_workers,
-    amp.
+    Overrides (None: not given): models (timm names), datasets, data_root (the folder of every dataset
+    given without one), features (an .npz path), fractions, seeds, recipe, device, out, epochs (sgd
+    epochs), protocol, views, image_size, num_workers, amp. Relative paths in the TOML file (features,
+    weights, dataset roots, out, cache_dir) are relative to the file's folder; those of overrides to the
+    working directory.
     """
     raw: dict = {}
     source = "the default"
     if path is not None:
-        raw, source = _read_toml(path), str(path)
+        raw, source = _anchored(_read_toml(path), os.path.dirname(os.path.abspath(path))), str(path)
     raw = dict(raw)
     epochs = overrides.pop("epochs", None)
+    data_root = overrides.pop("data_root", None)
     for key, value in overrides.items():
         if value is None:
             continue
@@ -157,10 +196,34 @@ def load_config(path: str | None = None, **overrides: Any) -> StudyConfig:
         if not isinstance(options, dict):
             raise ConfigError(f"recipe_options: expected a table, got {options!r}")
         raw["recipe_options"] = {**options, "epochs": epochs}
-    return parse(raw, source)
+    cfg = parse(raw, source, validate_now=data_root is None)
+    if data_root is not None:
+        cfg = dataclasses.replace(cfg, datasets=tuple(d if d.root is not None else DatasetSpec(d.name, data_root)
+                                                      for d in cfg.datasets))
+        validate(cfg)
+    return cfg
 
 
-def parse(raw: dict, source: str = "config") -> StudyConfig:
+def _anchored(raw: Any, folder: str) -> Any:
+    """The TOML document with its relative paths made relative to ``folder`` (the file's own)."""
+    if not isinstance(raw, dict):
+        return raw
+
+    def at(p):
+        return os.path.join(folder, os.path.expanduser(p)) if isinstance(p, str) else p
+
+    raw = dict(raw)
+    for key in ("out", "cache_dir"):
+        if key in raw:
+            raw[key] = at(raw[key])
+    for key, fields in (("models", ("features", "weights")), ("datasets", ("root",))):
+        if isinstance(raw.get(key), list):
+            raw[key] = [{**e, **{f: at(e[f]) for f in fields if f in e}} if isinstance(e, dict) else e
+                        for e in raw[key]]
+    return raw
+
+
+def parse(raw: dict, source: str = "config", validate_now: bool = True) -> StudyConfig:
     """Builds and validates a StudyConfig from a plain mapping (a parsed TOML document)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a table of settings, got {type(raw).__name__}")
@@ -175,10 +238,12 @@ def parse(raw: dict, source: str = "config") -> StudyConfig:
         models = tuple(ModelSpec.parse(m, f"models[{i}]") for i, m in enumerate(models_raw))
     datasets = raw.get("datasets")
     if datasets is None:
-        datasets = ("features",) if models and all(m.features for m in models) else base.datasets
+        datasets = ["features"] if models and all(m.features for m in models) else list(base.datasets)
+    datasets = tuple(DatasetSpec.parse(d, f"datasets[{i}]") for i, d in enumerate(_list(datasets, "datasets")))
     values = {k: raw[k] for k in KEYS if k in raw and k not in ("models", "datasets")}
-    cfg = dataclasses.replace(base, models=models, datasets=_strings(datasets, "datasets"), **_typed(values))
-    validate(cfg)
+    cfg = dataclasses.replace(base, models=models, datasets=datasets, **_typed(values))
+    if validate_now:
+        validate(cfg)
     return cfg
 
 
@@ -248,18 +313,25 @@ def validate(cfg: StudyConfig) -> None:
                 raise ConfigError(f"weights: no such file {m.weights}")
     if not cfg.datasets:
         raise ConfigError("datasets: the study has no dataset")
+    names = [d.name for d in cfg.datasets]
     for d in cfg.datasets:
-        if d == "features":
+        if d.name == "features":
             continue
         from .. import datasets as ds
 
-        if d not in ds.available():
-            raise ConfigError(f"dataset: unknown {d!r}{check.did_you_mean(d, ds.available())}; "
+        if d.name not in ds.available():
+            raise ConfigError(f"dataset: unknown {d.name!r}{check.did_you_mean(d.name, ds.available())}; "
                               f"available: {ds.available()}")
-    if "features" in cfg.datasets and not all(m.features for m in cfg.models):
+        if d.root is not None and not os.path.isdir(d.root):
+            raise ConfigError(f"datasets: {d.name}'s root {d.root} is not a folder")
+        if d.name == "folder" and d.root is None:
+            raise ConfigError("datasets: 'folder' needs its root: datasets = [{ name = \"folder\", root = \"DIR\" }] "
+                              "in the TOML, or --data-root DIR (DIR/<split>/<class>/<image>)")
+    if "features" in names and not all(m.features for m in cfg.models):
         raise ConfigError("datasets: 'features' goes with --features/.npz models only")
-    if any(m.features for m in cfg.models) and cfg.datasets != ("features",):
+    if any(m.features for m in cfg.models) and names != ["features"]:
         raise ConfigError("datasets: models given as features files take datasets = [\"features\"]")
+    check_device(cfg.device)
     if cfg.fractions is not None and not cfg.fractions:
         raise ConfigError("fractions: the grid is empty")
     if cfg.views != 5 and cfg.protocol != "views":
@@ -331,7 +403,7 @@ def identity(cfg: StudyConfig) -> dict:
     one_grid = len({tuple(g) for g in grids.values()}) == 1
     out = {
         "models": models,
-        "datasets": list(cfg.datasets),
+        "datasets": [d.identity() for d in cfg.datasets],
         "fractions": next(iter(grids.values())) if one_grid else grids,
         "seeds": sorted(set(cfg.seeds)),
         "methods": sorted(set(cfg.methods)),
@@ -345,9 +417,9 @@ def identity(cfg: StudyConfig) -> dict:
     pairs = {}
     for m in cfg.models:
         for d in cfg.datasets:
-            resolved = recipe.identity_options(cfg.options_for(m.name, d))
+            resolved = recipe.identity_options(cfg.options_for(m.name, d.name))
             if resolved != options:
-                pairs[f"{m.name}|{d}"] = resolved
+                pairs[f"{m.name}|{d.label}"] = resolved
     if pairs:
         out["recipe_options_by_pair"] = pairs
     if cfg.amp:  # (absent when off, so earlier configurations keep their ids)
@@ -379,6 +451,28 @@ def config_id(ident: dict) -> str:
     return digest(ident, 12)
 
 
+def check_device(device: str | None) -> None:
+    """ConfigError unless ``device`` is None, "cpu", or a CUDA device this machine has."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device: {device!r} is not a device; expected cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device: {device!r}: pyred runs on cpu or cuda (cuda:N)")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {device!r}, but torch sees no CUDA device on this machine (torch "
+                              f"{torch.__version__}); use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"device: {device!r}, but this machine has {count} CUDA device(s): cuda:0 to "
+                              f"cuda:{count - 1}")
+
+
 # -- helpers -----------------------------------------------------------------------------------
 def _read_toml(path: str) -> dict:
     try:
@@ -387,7 +481,11 @@ def _read_toml(path: str) -> dict:
         import tomli as tomllib
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            text = f.read()
+        if not text.strip():
+            raise ConfigError(f"config: {path} is empty; give some settings, or run without a config file for the "
+                              "built-in default")
+        return tomllib.loads(text.decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config: no such file {path}") from None
     except IsADirectoryError:
@@ -396,6 +494,8 @@ def _read_toml(path: str) -> dict:
         raise ConfigError(f"config: {path} is not valid TOML ({exc})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config: {path} is not a text (TOML) file") from None
+    except OSError as exc:
+        raise ConfigError(f"config: {path} cannot be read ({exc.strerror or exc})") from None
 
 
 def _guard(fn, prefix: str | None = None):

@@ -7,10 +7,14 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from .._files import digest
-from .config import ModelSpec, StudyConfig
+from .config import DatasetSpec, ModelSpec, StudyConfig
 from .distributed import Distributed
 from .npz import load_features_file
+
+RANDOM_INIT_SEED = 2  # the reference code's global seed, under which it built its networks
 
 
 @dataclass
@@ -32,20 +36,21 @@ class LayerData:
     class_names: list | None
     identity: str
     stream: Any = None  # protocol "paper": makes the FeatureStream of the training images (batch_size, progress)
+    dataset_name: str = ""  # the registered name (``dataset`` is its label in results, with its folder if any)
 
     @property
     def dim(self) -> int:
         return int((self.X_train if self.X_train is not None else self.X_test).shape[1])
 
 
-def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: str, dist: Distributed, progress: bool,
+def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, dist: Distributed, progress: bool,
                     features_digest: str | None = None) -> LayerData:
     """The features of ``model`` on ``dataset``; under torch.distributed rank 0 extracts first
     and the other ranks then read its cache. ``features_digest``: the sha256 of ``model.features``."""
     if model.features:
         z = load_features_file(model.features)
-        return LayerData(model.name, dataset, model.layer, z["X_train"], z["y_train"], z["X_val"], z["y_val"],
-                         z["X_test"], z["y_test"], z["class_names"], str(features_digest))
+        return LayerData(model.name, dataset.label, model.layer, z["X_train"], z["y_train"], z["X_val"], z["y_val"],
+                         z["X_test"], z["y_test"], z["class_names"], str(features_digest), dataset_name=dataset.name)
     from .. import datasets
     from ..backbones import Backbone
     from ..features import extract_features
@@ -57,26 +62,31 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: str, dist: Dist
     made = {}
 
     def extract():
-        bb = made["backbone"] = Backbone(model.name, pretrained=model.pretrained, weights=model.weights,
-                                         layer=model.layer, pool=model.pool)
+        # A random-init network is drawn under seed 2 (the reference code's global seed), so every run of the
+        # study -- a resumed one, another rank -- probes the same network.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            bb = made["backbone"] = Backbone(model.name, pretrained=model.pretrained, weights=model.weights,
+                                             layer=model.layer, pool=model.pool)
         common = dict(batch_size=cfg.batch_size, device=cfg.device, cache_dir=cache, progress=progress,
                       num_workers=cfg.num_workers, amp=cfg.amp)
         for split in ("val", "test") if cfg.protocol == "paper" else ("train", "val", "test"):
             kw = dict(clean)
             if split == "train" and cfg.protocol == "views":  # V augmented views of every training image
                 kw = dict(augment="paper", views=cfg.views, seed=0, image_size=size, normalization=cfg.normalization)
-            splits[split] = extract_features(bb, datasets.load(dataset, split), **common, **kw)
+            splits[split] = extract_features(bb, datasets.load(dataset.name, split, root=dataset.root), **common,
+                                             **kw)
 
     dist.rank_zero_first(extract)
     test, val = splits["test"], splits["val"]
     if cfg.protocol != "paper":
         train = splits["train"]
         ident = digest([os.path.basename(splits[s].path or "") for s in ("train", "val", "test")])
-        return LayerData(model.name, dataset, model.layer, train.X, train.y, val.X, val.y, test.X, test.y,
-                         test.class_names, ident)
+        return LayerData(model.name, dataset.label, model.layer, train.X, train.y, val.X, val.y, test.X, test.y,
+                         test.class_names, ident, dataset_name=dataset.name)
     from ..stream import FeatureStream
 
-    bb, train_images = made["backbone"], datasets.load(dataset, "train")
+    bb, train_images = made["backbone"], datasets.load(dataset.name, "train", root=dataset.root)
 
     def stream(batch_size: int) -> FeatureStream:
         return FeatureStream(bb, train_images, augment="paper", batch_size=batch_size, device=cfg.device, seed=0,
@@ -88,5 +98,5 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: str, dist: Dist
     ident = digest([os.path.basename(val.path or ""), os.path.basename(test.path or ""), bb.weights_digest(),
                     model.layer, model.pool, probe.transform_id, train_images.describe(), train_images.content_id(),
                     "order seed 0"])
-    return LayerData(model.name, dataset, model.layer, None, None, val.X, val.y, test.X, test.y, test.class_names,
-                     ident, stream)
+    return LayerData(model.name, dataset.label, model.layer, None, None, val.X, val.y, test.X, test.y,
+                     test.class_names, ident, stream, dataset.name)

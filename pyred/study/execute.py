@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -21,7 +23,6 @@ def head_init_seed(method: str, fraction: float, seed: int, tag: str = "") -> in
 
 def run_unit(cfg: StudyConfig, unit: Unit, data: LayerData, views: ViewCache, progress: bool) -> list[ResultRow]:
     from ..cka import subset_cka
-    from ..probes import train_probes
     from ..probes.layouts import choose_layout
 
     S, heads = unit.subsets, list(unit.heads)
@@ -39,7 +40,7 @@ def run_unit(cfg: StudyConfig, unit: Unit, data: LayerData, views: ViewCache, pr
             r.cka = float(values[k])
         return rows
     part = S[heads[0]:heads[-1] + 1]
-    options = cfg.options_for(data.model, data.dataset)  # the user's over the paper's defaults for the pair
+    options = cfg.options_for(data.model, data.dataset_name)  # the user's over the paper's defaults for the pair
     if cfg.recipe == "sgd":
         options["init_seeds"] = [head_init_seed(unit.method, r.fraction, r.seed) for r in rows]
         # Same layout whatever the chunking: chosen from the whole plan.
@@ -47,18 +48,28 @@ def run_unit(cfg: StudyConfig, unit: Unit, data: LayerData, views: ViewCache, pr
         options.setdefault("layout", choose_layout(S, data.dim, torch.device(cfg.device or "cpu"), num_classes))
     X_val = None if data.X_val is None else views.apply(unit.view, data.X_val)
     y_val = None if data.y_val is None else np.asarray(data.y_val)
+    with warnings.catch_warnings():  # a diverged head is recorded in its row and reported, not warned about here
+        warnings.filterwarnings("ignore", message="train_probes: .* heads diverged", category=RuntimeWarning)
+        res = _train(cfg, data, views, unit, part, options, X_val, y_val, progress)
+    ev = res.evaluate(views.apply(unit.view, data.X_test), np.asarray(data.y_test))
+    for j, r in enumerate(rows):
+        acc = float(ev.accuracy[j])
+        r.accuracy = acc if np.isfinite(acc) else None  # a head without finite weights has no accuracy
+        r.per_class = None if r.accuracy is None else [None if np.isnan(v) else float(v)
+                                                       for v in np.asarray(ev.per_class_accuracy[j])]
+        r.diverged = bool(res.diverged[j])
+    return rows
+
+
+def _train(cfg, data, views, unit, part, options, X_val, y_val, progress):
+    from ..probes import train_probes
+
     if data.stream is not None:  # protocol "paper": augmented batches through the backbone, all heads at once
         from ..probes.sgd import SGDOptions
 
         stream = data.stream(options.get("batch_size", SGDOptions.batch_size))
-        res = train_probes(stream, None, part, recipe=cfg.recipe, X_val=X_val, y_val=y_val, progress=progress,
-                           **options)
-    else:
-        X_train = views.apply(unit.view, data.X_train)
-        res = train_probes(X_train, np.asarray(data.y_train), part, recipe=cfg.recipe, X_val=X_val, y_val=y_val,
-                           device=cfg.device, progress=progress, **options)
-    ev = res.evaluate(views.apply(unit.view, data.X_test), np.asarray(data.y_test))
-    for j, r in enumerate(rows):
-        r.accuracy = float(ev.accuracy[j])
-        r.per_class = [None if np.isnan(v) else float(v) for v in np.asarray(ev.per_class_accuracy[j])]
-    return rows
+        return train_probes(stream, None, part, recipe=cfg.recipe, X_val=X_val, y_val=y_val, progress=progress,
+                            **options)
+    X_train = views.apply(unit.view, data.X_train)
+    return train_probes(X_train, np.asarray(data.y_train), part, recipe=cfg.recipe, X_val=X_val, y_val=y_val,
+                        device=cfg.device, progress=progress, **options)

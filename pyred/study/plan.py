@@ -34,7 +34,7 @@ class Unit:
 
     @property
     def fields(self) -> tuple:
-        return ("cka",) if self.kind == "cka" else ("accuracy", "per_class")
+        return ("cka",) if self.kind == "cka" else ("accuracy", "per_class", "diverged")
 
 
 @dataclass
@@ -51,6 +51,8 @@ class ResultRow:
     accuracy: float | None = None
     per_class: list | None = field(default=None)
     cka: float | None = None
+    diverged: bool | None = None  # the probe's training loss became NaN/Inf (its accuracy is None unless it
+    #                               kept weights from before)
 
 
 def plan_units(cfg: StudyConfig, cfg_id: str, data: LayerData) -> list[Unit]:

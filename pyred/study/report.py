@@ -19,7 +19,7 @@ import numpy as np
 from .._files import atomic_write, remove, write_json
 from .aggregate import analyse
 from .errors import StudyError
-from .store import ResultStore
+from .store import ResultStore, writable
 
 PLOTS = ("accuracy_vs_fraction.png", "cka_vs_fraction.png", "dr_vs_delta.png", "gini_vs_accuracy.png")
 
@@ -28,22 +28,39 @@ def database(out: str) -> str:
     return os.path.join(out, "results.sqlite")
 
 
-def analyse_folder(out: str, config: str | None = None, all_configs: bool = False) -> dict:
-    """Reads DIR/results.sqlite, writes and returns DIR/analysis.json for the chosen configuration(s)."""
-    store = ResultStore(database(out), create=False)
+def analyse_folder(out: str, config: str | None = None, all_configs: bool = False, dest: str | None = None) -> dict:
+    """Reads DIR/results.sqlite (read-only), writes and returns analysis.json for the chosen
+    configuration(s) into ``dest`` (DIR by default)."""
+    dest = _destination(out, dest)
+    store = ResultStore.read(database(out))
     try:
         ids = store.resolve(config, all_configs)
         infos = {c.id: c for c in store.configs()}
-        doc = {"configs": [{"id": cid, "identity": infos[cid].identity, "groups": analyse(cid, store.rows(cid))}
+        doc = {"configs": [{"id": cid, "identity": infos[cid].identity, "complete": infos[cid].complete,
+                            "progress": infos[cid].progress(), "groups": analyse(cid, store.rows(cid))}
                            for cid in ids]}
     finally:
         store.close()
-    write_json(os.path.join(out, "analysis.json"), doc)
+    write_json(os.path.join(dest, "analysis.json"), doc)
     return doc
 
 
-def write_report(out: str, config: str | None = None, all_configs: bool = False) -> str:
-    """analysis.json, the plots and report.md of DIR. Returns report.md's path."""
+def _destination(out: str, dest: str | None) -> str:
+    """Where the analysis and report go: ``dest``, or the study folder itself when it can be written."""
+    if dest is None:
+        if not writable(os.path.abspath(out)):
+            raise StudyError(f"{out} is read-only: pass --out DIR to write the report somewhere else (the "
+                             "database is only read)")
+        return out
+    os.makedirs(dest, exist_ok=True)
+    if not writable(os.path.abspath(dest)):
+        raise StudyError(f"--out: {dest} is read-only")
+    return dest
+
+
+def write_report(out: str, config: str | None = None, all_configs: bool = False, dest: str | None = None) -> str:
+    """analysis.json, the plots and report.md of the study folder ``out``, written into ``dest`` (``out``
+    by default). Returns report.md's path."""
     try:
         import matplotlib
 
@@ -51,22 +68,23 @@ def write_report(out: str, config: str | None = None, all_configs: bool = False)
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise StudyError("the report needs matplotlib: pip install 'pyred[demo]' (or matplotlib)") from exc
-    doc = analyse_folder(out, config, all_configs)
+    doc = analyse_folder(out, config, all_configs, dest)
+    dest = dest or out
     several = len(doc["configs"]) > 1
     protocols = sorted({(c["identity"].get("protocol") or {"name": "features"})["name"] for c in doc["configs"]})
     lines = [f"# pyred report (protocol: {', '.join(protocols) or 'features'})", "", f"Study folder: `{out}`", ""]
-    written = []
+    written: list[str] = []
     for c in doc["configs"]:
         prefix = f"{c['id']}_" if several else ""
         lines += _config_section(c, several)
-        lines += _plots(plt, out, c, prefix, written)
-    with atomic_write(os.path.join(out, "report.md")) as f:
+        lines += _plots(plt, dest, c, prefix, written)
+    with atomic_write(os.path.join(dest, "report.md")) as f:
         f.write("\n".join(lines) + "\n")
-    for path in glob.glob(os.path.join(out, "*.png")):  # plots of an earlier report that this one does not have
+    for path in glob.glob(os.path.join(dest, "*.png")):  # plots of an earlier report that this one does not have
         name = os.path.basename(path)
         if name not in written and (name.endswith(PLOTS) or "class_heatmap_" in name):
             remove(path)
-    return os.path.join(out, "report.md")
+    return os.path.join(dest, "report.md")
 
 
 def _label(g: dict) -> str:
@@ -96,6 +114,9 @@ def _config_section(c: dict, several: bool) -> list[str]:
              else f"Configuration `{c['id']}`: {_describe(c['identity'])}", ""]
     if several:
         lines += [_describe(c["identity"]), ""]
+    if not c.get("complete", True):
+        lines += [f"**This configuration is {c['progress']}.** Its tables and plots show the units finished so "
+                  "far; run `pyred run` with the same configuration again to finish it.", ""]
     models = sorted({(g["model"], g["layer"]) for g in groups if "dr" in g})
     datasets = sorted({g["dataset"] for g in groups if "dr" in g})
     if models:
@@ -119,6 +140,20 @@ def _config_section(c: dict, several: bool) -> list[str]:
     else:
         lines += ["No fraction strictly between 0 and 1 (or no full-layer run): no DR table, and no log-scaled "
                   "fraction plots.", ""]
+    missing = [g for g in groups if "dr_missing" in g]
+    if missing:
+        lines += ["DR is missing for:", ""] + [f"- {_label(g)}: {g['dr_missing']}" for g in missing] + [""]
+    diverged = [g for g in groups if g.get("diverged")]
+    if diverged:
+        lines += ["Probe heads that diverged (their training loss became NaN or infinite; a head that kept weights "
+                  "from before it diverged keeps its accuracy, the others have none and are left out of the means "
+                  "and DR):", ""]
+        for g in diverged:
+            heads = ", ".join(f"f={d['fraction']:g} seed {d['seed']}" + (" (kept earlier weights)"
+                                                                        if d["kept_earlier_weights"] else "")
+                              for d in g["diverged"])
+            lines.append(f"- {_label(g)}: {len(g['diverged'])} heads: {heads}")
+        lines.append("")
     lines += ["### Accuracy and CKA per fraction (mean ± std over seeds)", ""]
     for g in groups:
         if "accuracy" not in g and "cka" not in g:

@@ -33,6 +33,7 @@ def run(cfg: StudyConfig, progress: bool = True, wait: bool = True, say=print) -
 
     wait: when another run holds the folder, wait for it (True) or raise StudyError (False).
     say: where one-line messages go (``print``; None for silence).
+    A run that stops on an error (or Ctrl-C) records it in the runs table, keeping every unit it finished.
     """
     say = say or (lambda *_: None)
     dist = Distributed.setup(cfg.device)
@@ -59,24 +60,7 @@ def run(cfg: StudyConfig, progress: bool = True, wait: bool = True, say=print) -
         status = dist.broadcast(status)
         if status[0] == "error":
             raise StudyError(f"rank 0 could not start the study: {status[1]}")
-        finished = status[1]
-        shown = progress and dist.rank == 0
-        skipped = 0
-        for model, model_ident in zip(cfg.models, ident["models"]):
-            for dataset in cfg.datasets:
-                data = load_layer_data(cfg, model, dataset, dist, shown, model_ident.get("features_sha256"))
-                views = ViewCache(data.X_train)
-                units = plan_units(cfg, cid, data)
-                skipped += sum(u.key in finished for u in units)
-                for i, unit in enumerate(units):
-                    if i % dist.world != dist.rank or unit.key in finished:
-                        continue
-                    rows = run_unit(cfg, unit, data, views, shown)
-                    if store is not None:
-                        store.commit_unit(unit.key, cid, unit.label, rows, unit.fields)
-                        spool.ingest(store, out)
-                    else:
-                        spool.write(out, cid, unit, rows)
+        skipped = _run_units(cfg, cid, ident, dist, store, status[1], progress and dist.rank == 0, say)
         dist.barrier()
         if store is not None:
             spool.ingest(store, out)
@@ -90,6 +74,10 @@ def run(cfg: StudyConfig, progress: bool = True, wait: bool = True, say=print) -
                 write_report(out, config=cid)
             else:
                 analyse_folder(out, config=cid)
+    except BaseException as exc:
+        if store is not None and run_id is not None:
+            store.fail_run(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else _one_line(exc))
+        raise
     finally:
         if store is not None:
             store.close()
@@ -97,6 +85,40 @@ def run(cfg: StudyConfig, progress: bool = True, wait: bool = True, say=print) -
             lock.release()
         dist.teardown()
     return out
+
+
+def _run_units(cfg: StudyConfig, cid: str, ident: dict, dist: Distributed, store: ResultStore | None,
+               finished: set, shown: bool, say) -> int:
+    """Every unit of every (model, dataset) not in ``finished`` that falls to this rank; returns how many
+    units were skipped as finished. Rank 0 (``store``) records each pair's plan and commits each unit."""
+    out = os.path.abspath(cfg.out)
+    skipped = 0
+    for mi, (model, model_ident) in enumerate(zip(cfg.models, ident["models"])):
+        for di, dataset in enumerate(cfg.datasets):
+            data = load_layer_data(cfg, model, dataset, dist, shown, model_ident.get("features_sha256"))
+            views = ViewCache(data.X_train)
+            units = plan_units(cfg, cid, data)
+            if store is not None:  # (model i, dataset j): names may repeat, places do not
+                store.plan(cid, f"{mi}|{di}|{data.model}|{data.dataset}", [(u.key, u.label) for u in units])
+            skipped += sum(u.key in finished for u in units)
+            for i, unit in enumerate(units):
+                if i % dist.world != dist.rank or unit.key in finished:
+                    continue
+                rows = run_unit(cfg, unit, data, views, shown)
+                diverged = sum(bool(r.diverged) for r in rows)
+                if diverged:
+                    say(f"pyred: {diverged} of {len(rows)} probe heads of {unit.label} diverged (their training "
+                        "loss became NaN or infinite); the report lists them")
+                if store is not None:
+                    store.commit_unit(unit.key, cid, unit.label, rows, unit.fields)
+                    spool.ingest(store, out)
+                else:
+                    spool.write(out, cid, unit, rows)
+    return skipped
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:2000]
 
 
 def versions() -> dict:

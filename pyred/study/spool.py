@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 
 from .._files import remove, write_json
 from .plan import ResultRow, Unit
@@ -38,10 +39,18 @@ def ingest(store: ResultStore, out: str) -> int:
         if not name.endswith(".json"):
             continue  # a temporary file of a write in progress (or killed mid-way)
         path = os.path.join(d, name)
-        with open(path) as f:
-            doc = json.load(f)
-        store.commit_unit(doc["unit"], doc["config_id"], doc["label"], [ResultRow(**r) for r in doc["rows"]],
-                          tuple(doc["fields"]))
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+            rows = [ResultRow(**r) for r in doc["rows"]]
+            unit, config_id, label, fields = doc["unit"], doc["config_id"], doc["label"], tuple(doc["fields"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            # Written whole or not at all, so damage came from outside: the unit is simply computed again.
+            os.replace(path, path + ".damaged")
+            warnings.warn(f"pyred: spooled unit {path} is damaged ({type(exc).__name__}: {exc}); it is kept as "
+                          f"{name}.damaged and the unit will be computed again", RuntimeWarning, stacklevel=2)
+            continue
+        store.commit_unit(unit, config_id, label, rows, fields)
         remove(path)
         n += 1
     return n
