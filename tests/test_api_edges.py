@@ -217,6 +217,9 @@ S = pyred.draw_subsets(8, [0.5], [1])
 pyred.subset_cka(X, S)
 W = torch.zeros(S.nnz, 2, dtype=torch.float64, requires_grad=True)
 pyred.ops.gathered_linear(torch.tensor(X), W, S).sum().backward()
+pyred.subset_cka(torch.tensor(X, requires_grad=True), S).sum().backward()
+# lbfgs: torch.optim's optimizers import torch._dynamo when built (1.5-2 s of a small solve)
+pyred.train_probes(X, (X[:, 0] > 0).astype(int), S, recipe="lbfgs", progress=False)
 after = [m for m in heavy if m in sys.modules]
 print(json.dumps({"before": before, "after": after, "backbone": pyred.Backbone.__name__,
                   "load": pyred.datasets.load.__name__}))

@@ -309,3 +309,34 @@ def test_the_progress_bar_says_what_it_shows(rng, capsys):
     pyred.train_probes(X, y, [[0, 1], [2, 3]], epochs=2, eval_every=1, progress=True)
     err = capsys.readouterr().err
     assert "mean_val_acc=" in err and "val_acc=0" not in err.replace("mean_val_acc", "")
+
+
+# -- the L-BFGS solver (pyred.probes.minimize) ----------------------------------------------------------
+def test_minimize_finds_the_minimum_of_a_quadratic_and_of_rosenbrock(rng):
+    from pyred.probes.minimize import lbfgs
+
+    A = rng.normal(size=(12, 12))
+    H = torch.tensor(A @ A.T + 0.5 * np.eye(12))
+    c = torch.tensor(rng.normal(size=12))
+    want = torch.linalg.solve(H, c)
+
+    def quadratic(x):
+        return float(0.5 * x @ H @ x - c @ x), H @ x - c
+
+    sol = lbfgs(quadratic, torch.zeros(12, dtype=torch.float64), max_iter=200, tol_grad=1e-10, tol_change=0)
+    torch.testing.assert_close(sol.x, want, rtol=1e-7, atol=1e-8)
+    assert sol.evaluations <= int(200 * 1.25)
+
+    def rosenbrock(x):
+        a, b = x[:-1], x[1:]
+        f = (100 * (b - a * a) ** 2 + (1 - a) ** 2).sum()
+        g = torch.zeros_like(x)
+        g[:-1] += -400 * a * (b - a * a) - 2 * (1 - a)
+        g[1:] += 200 * (b - a * a)
+        return float(f), g
+
+    sol = lbfgs(rosenbrock, torch.full((6,), -1.2, dtype=torch.float64), max_iter=500, tol_grad=1e-9, tol_change=0)
+    torch.testing.assert_close(sol.x, torch.ones(6, dtype=torch.float64), rtol=1e-5, atol=1e-5)
+    # the budget holds: a handful of iterations stop early, and evaluations never pass 1.25 x iterations
+    short = lbfgs(rosenbrock, torch.full((6,), -1.2, dtype=torch.float64), max_iter=4)
+    assert short.iterations <= 4 and short.evaluations <= 5

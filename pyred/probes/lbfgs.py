@@ -2,7 +2,8 @@
 
 scikit-learn's convention: head k minimises C * sum_i CE_i + ||W_k||^2 / 2 (the
 intercept unpenalised); the K heads are independent terms of one sum, solved
-together by L-BFGS with a strong-Wolfe line search (scaled by 1/n, which leaves
+together by L-BFGS with a strong-Wolfe line search (:mod:`pyred.probes.minimize`;
+the objective scaled by 1/n, which leaves
 the minimiser unchanged). The weights live in the layout the cost rule picks
 (gathered, or masked dense -- the masked gradient keeps them on each subset).
 """
@@ -21,6 +22,7 @@ from ..progress import progress_bar
 from ..subsets import Subsets
 from .data import ProbeData
 from .layouts import LAYOUTS, choose_layout, make_layout
+from .minimize import lbfgs
 from .recipe import Recipe
 
 
@@ -67,34 +69,34 @@ def train_lbfgs(data: ProbeData, subsets: Subsets, opts: LBFGSOptions, seed: int
     layout = choose_layout(S, d, X.device) if o["layout"] == "auto" else o["layout"]
     heads = make_layout(layout, S, d, backend)
     batch = heads.batch(X)
-    W = heads.from_packed(torch.zeros(S.nnz, Cn, dtype=dtype, device=X.device)).requires_grad_()
-    b = torch.zeros(K, Cn, dtype=dtype, device=X.device, requires_grad=True)
+    W0 = heads.from_packed(torch.zeros(S.nnz, Cn, dtype=dtype, device=X.device))
+    nw = W0.numel()
     try:
         penalty = math.ldexp(1.0 / (o["C"] * n), -2 * E)
-        trained = [W, b]
+        fixed_w = False
     except OverflowError:  # features below ~1e-150 (float64): the penalty alone decides, W = 0
-        penalty, trained = 0.0, [b]
+        penalty, fixed_w = 0.0, True
     onehot = torch.nn.functional.one_hot(y, Cn).to(dtype)
-    opt = torch.optim.LBFGS(trained, lr=1.0, max_iter=o["max_iter"], tolerance_grad=o["tol"],
-                            tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
-    bar = progress_bar(range(1), progress, desc=f"lbfgs: {K} heads", unit="solve")
     evals = [0]
 
-    def closure():
+    def fg(x: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """The objective and its gradient at x = [W (flattened), b (flattened)]."""
         evals[0] += 1
-        with torch.no_grad():
-            logits = heads.logits(batch, W) + b[:, None, :]
-            logp = torch.log_softmax(logits, dim=-1)
-            loss = -(logp * onehot).sum() / n + 0.5 * penalty * (W * W).sum()
-            G = (logp.exp() - onehot) / n
-            W.grad = heads.weight_grad(batch, G) + penalty * W  # masked layout: zero off each subset
-            b.grad = G.sum(1)
-        return loss
+        W, b = x[:nw].view_as(W0), x[nw:].view(K, Cn)
+        logits = heads.logits(batch, W) + b[:, None, :]
+        logp = torch.log_softmax(logits, dim=-1)
+        loss = -(logp * onehot).sum() / n + 0.5 * penalty * (W * W).sum()
+        G = (logp.exp() - onehot) / n
+        gw = torch.zeros_like(W) if fixed_w else heads.weight_grad(batch, G) + penalty * W  # masked: 0 off subsets
+        return float(loss), torch.cat([gw.flatten(), G.sum(1).flatten()])
 
+    bar = progress_bar(range(1), progress, desc=f"lbfgs: {K} heads", unit="solve")
+    x = torch.zeros(nw + K * Cn, dtype=dtype, device=X.device)
     for _ in bar:
-        opt.step(closure)
-    weights = ldexp(heads.to_packed(W.detach()).contiguous(), -E, inplace=True)
-    return dict(weights=weights, biases=b.detach(), options={**o, "layout": layout, "function_evals": evals[0]})
+        x = lbfgs(fg, x, max_iter=o["max_iter"], tol_grad=o["tol"], tol_change=1e-12, history=20).x
+    weights = ldexp(heads.to_packed(x[:nw].view_as(W0)).contiguous(), -E, inplace=True)
+    return dict(weights=weights, biases=x[nw:].view(K, Cn).clone(),
+                options={**o, "layout": layout, "function_evals": evals[0]})
 
 
 RECIPE = Recipe("lbfgs", LBFGSOptions, needs_validation=False, train=train_lbfgs)
