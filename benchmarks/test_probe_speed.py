@@ -6,7 +6,7 @@ more for testing), d = 2,048, 10 classes from a noisy random linear teacher.
 The "sgd" recipe for PYRED_BENCH_EPOCHS epochs (default 3; per-epoch cost is
 what differs), compared in the same process:
   loop:    (a) the 71 heads one after another in plain torch, same recipe and
-           order (pyred.probes.reference, the reference code's way minus the backbone);
+           order (tests/helpers/probe_baselines.py, the reference code's way minus the backbone);
   masked:  (b) all heads as one dense (d, K C) weight with masked rows, one GEMM
            each way under torch autograd and torch.optim.SGD;
   pyred:   (c) pyred's "sgd" recipe, layout chosen by its cost rule;
@@ -27,7 +27,7 @@ import pytest
 import torch
 
 import pyred
-from pyred.probes.reference import train_heads_masked_dense, train_heads_one_by_one
+from helpers.probe_baselines import train_heads_masked_dense, train_heads_one_by_one
 
 N_TRAIN, N_VAL, N_TEST = 18_000, 2_000, 2_000
 D = int(os.environ.get("PYRED_BENCH_D", 2048))
@@ -93,7 +93,7 @@ def test_sgd(timed, data, impl):
         res = timed(GROUP, impl, run, rounds=2)
         acc = res.evaluate(Xte, yte).accuracy
         if impl == "pyred":
-            print(f"\npyred chose layout {res.options['layout']!r}")
+            print(f"\npyred chose layout {res.options.layout!r}")
     OUTPUTS[(GROUP, impl + " accuracy")] = acc.cpu()
     print(f"\n{impl}: mean test accuracy {float(acc.mean()):.4f} (full layer {float(acc[-1]):.4f})")
     if (GROUP, "pyred accuracy") in OUTPUTS and impl != "pyred":

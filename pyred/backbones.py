@@ -9,14 +9,15 @@ paper probes; any other module name gives that module's output, pooled.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
 from .weights import has_offline_weights, offline_weights
 
-POOLS = ("avg", "cls", "flatten")
+Pool = Literal["avg", "cls", "flatten"]
+POOLS: tuple[str, ...] = get_args(Pool)
 
 
 class _Stop(Exception):
@@ -47,8 +48,8 @@ class Backbone(nn.Module):
     ``layer``, ``pool``, ``weights_source`` (where the weights came from).
     """
 
-    def __init__(self, name: str, pretrained: bool = True, weights: str | os.PathLike | None = None,
-                 layer: str = "penultimate", pool: str = "avg", **timm_kwargs: Any):
+    def __init__(self, name: str, *, pretrained: bool = True, weights: str | os.PathLike | None = None,
+                 layer: str = "penultimate", pool: Pool = "avg", **timm_kwargs: Any):
         super().__init__()
         import timm
 

@@ -10,7 +10,7 @@ for a d x d Gram. ``route="auto"`` takes the cheaper one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 from . import _checks as check
 from . import cka_autograd
@@ -20,13 +20,15 @@ from .ops.arrays import float_matrix, from_torch
 from .sample_gram import features_road_cost, sample_road_cka, sample_road_cost, sample_road_rbf_cka
 from .subsets import Subsets, as_subsets
 
-ROUTES = ("auto", "features", "samples")
-KERNELS = ("linear", "rbf")
+Route = Literal["auto", "features", "samples"]
+Kernel = Literal["linear", "rbf"]
+ROUTES: tuple[str, ...] = get_args(Route)
+KERNELS: tuple[str, ...] = get_args(Kernel)
 MAX_SAMPLE_GRAM = 32768  # n above this: an n x n float64 Gram would take over 8 GB
 
 
-def linear_cka(X: Any, Y: Any, debiased: bool = False, *, chunk_size: int | None = None,
-               route: str = "auto") -> float:
+def linear_cka(X: Any, Y: Any, *, debiased: bool = False, chunk_size: int | None = None,
+               route: Route = "auto") -> Any:
     """Linear CKA between two representations of the same n samples.
 
     Args:
@@ -56,7 +58,8 @@ def linear_cka(X: Any, Y: Any, debiased: bool = False, *, chunk_size: int | None
     if route == "features":
         return GramStats.from_features(X, Y, debiased=debiased, chunk_size=chunk_size, target_name="Y").cka()
     d = _width(X)
-    return float(subset_cka(X, Subsets.from_lists([range(d)], d=d), _as_target(X, Y), debiased, route="samples")[0])
+    return float(subset_cka(X, Subsets.from_lists([range(d)], d=d), _as_target(X, Y), debiased=debiased,
+                            route="samples")[0])
 
 
 def _as_target(X: Any, Y: Any) -> Any:
@@ -67,8 +70,8 @@ def _as_target(X: Any, Y: Any) -> Any:
     return Y
 
 
-def subset_cka(X: Any, subsets: Subsets | Any, target: Any = None, debiased: bool = False, *,
-               chunk_size: int | None = None, route: str = "auto", kernel: str = "linear",
+def subset_cka(X: Any, subsets: Subsets | Any, target: Any = None, *, debiased: bool = False,
+               chunk_size: int | None = None, route: Route = "auto", kernel: Kernel = "linear",
                sigma: float | None = None, target_gram: Any = None) -> Any:
     """CKA of each neuron subset of X with a target representation.
 
@@ -155,7 +158,7 @@ def choose_route(n: int, d: int, subsets: Subsets, debiased: bool = False) -> st
     return "samples" if sample_road_cost(n, d, subsets) < features else "features"
 
 
-def subset_pair_cka(X: Any, subsets_a: Subsets | Any, subsets_b: Subsets | Any, debiased: bool = False, *,
+def subset_pair_cka(X: Any, subsets_a: Subsets | Any, subsets_b: Subsets | Any, *, debiased: bool = False,
                     chunk_size: int | None = None) -> Any:
     """CKA between pairs of neuron subsets of one layer: CKA(X[:, A_k], X[:, B_k]).
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence, get_args
 
 import numpy as np
 import torch
@@ -29,9 +29,10 @@ from PIL import Image
 
 from ._files import digest
 from .content import array_identity, files_identity, source_identity
-from .probes.data import split_train_val
+from .splits import split_train_val
 
-SPLITS = ("train", "val", "test", "trainval")
+Split = Literal["train", "val", "test", "trainval"]
+SPLITS: tuple[str, ...] = get_args(Split)
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                          "Bag", "Ankle boot")
@@ -116,7 +117,7 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load(name: str, split: str, root: str | os.PathLike | None = None, download: bool = False) -> LabeledImages:
+def load(name: str, split: Split, *, root: str | os.PathLike | None = None, download: bool = False) -> LabeledImages:
     """One split of a registered dataset (see the module docstring)."""
     if name not in _REGISTRY:
         raise ValueError(f"dataset: unknown {name!r}; available: {available()}")
@@ -127,7 +128,7 @@ def load(name: str, split: str, root: str | os.PathLike | None = None, download:
 
 def _pick(split: str, n_train: int) -> np.ndarray:
     """Indices of "train", "val" or "trainval" within an official training set of n_train items,
-    by the same fixed-seed 90/10 rule the probes use (pyred.probes.data.split_train_val)."""
+    by the same fixed-seed 90/10 rule the probes use (pyred.splits.split_train_val)."""
     if split == "trainval":
         return np.arange(n_train)
     tr, va = split_train_val(n_train)

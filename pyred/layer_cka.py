@@ -82,8 +82,8 @@ def _grams(feats: dict[str, torch.Tensor], names: list[str], kernel: str, sigma:
     return out
 
 
-def layer_cka(backbone_a, dataset, layers_a: Sequence[str] | None = None, backbone_b=None,
-              layers_b: Sequence[str] | None = None, *, samples: int = 1000, kernel: str = "linear",
+def layer_cka(backbone_a, dataset, *, layers_a: Sequence[str] | None = None, backbone_b=None,
+              layers_b: Sequence[str] | None = None, samples: int = 1000, kernel: str = "linear",
               sigma: float = 0.8, minibatch: int | None = None, pool: str = "flatten", batch_size: int = 64,
               transform: Any = "backbone", device: Any = None,
               progress: bool = True) -> tuple[torch.Tensor, list[str], list[str]]:

@@ -49,7 +49,7 @@ class MinibatchCKA:
         it: reading ``cka()`` mid-stream never changes a later answer.
     """
 
-    def __init__(self, subsets: Subsets | Any, target_dim: int | None = None, kernel: str = "linear", *,
+    def __init__(self, subsets: Subsets | Any, target_dim: int | None = None, *, kernel: str = "linear",
                  batch_size: int | None = None):
         self.subsets = subsets if isinstance(subsets, Subsets) else Subsets.from_lists(subsets)
         if len(self.subsets) == 0:

@@ -19,6 +19,7 @@ import torch
 
 from . import _checks as check
 from . import device_augment
+from .splits import split_train_val
 from .transforms import SeededImages, describe, eval_transform, normalization, train_transform
 
 AUGMENTS = ("paper",)
@@ -181,9 +182,7 @@ class FeatureStream:
 
     def split(self, fraction: float = 0.1, seed: int = 0) -> tuple["FeatureStream", "FeatureStream"]:
         """(train, validation) streams over the fixed-seed 90/10 split of the dataset
-        (``pyred.probes.data.split_train_val``, as for arrays); validation is clean and unshuffled."""
-        from .probes.data import split_train_val
-
+        (``pyred.splits.split_train_val``, as for arrays); validation is clean and unshuffled."""
         if self.n < 2:
             raise ValueError(f"dataset: need at least 2 images to split off validation images, got {self.n}")
         tr, va = split_train_val(self.n, fraction, seed)

@@ -9,7 +9,7 @@ therefore nested prefixes of one permutation.
 from __future__ import annotations
 
 import numbers
-from typing import Iterable, Sequence
+from typing import Iterable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -174,8 +174,8 @@ class Subsets:
         return f"Subsets(K={len(self)}, d={self.d}, sizes={shown}, device={self.device})"
 
 
-def draw_subsets(d: int, fractions: Sequence[float] | None = None, seeds: Sequence[int] = (1, 2, 3, 4, 5),
-                 mode: str = "random", *, sizes: Sequence[int] | None = None) -> Subsets:
+def draw_subsets(d: int, fractions: Sequence[float] | None = None, seeds: Sequence[int] = (1, 2, 3, 4, 5), *,
+                 mode: Literal["random", "first"] = "random", sizes: Sequence[int] | None = None) -> Subsets:
     """Draws neuron subsets of a width-``d`` layer, as the paper's reference code does.
 
     Args:

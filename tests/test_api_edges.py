@@ -30,7 +30,7 @@ def test_cka_at_finite_extremes_of_float32(rng, scale, debiased):
     got = pyred.subset_cka(big, S, debiased=debiased)
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
     Y = (X[:, :5].astype(np.float64) / scale ** 0.5).astype(np.float32)
-    assert pyred.linear_cka(big, Y, debiased) == pytest.approx(R.cka(X, X[:, :5], debiased), rel=2e-5, abs=1e-6)
+    assert pyred.linear_cka(big, Y, debiased=debiased) == pytest.approx(R.cka(X, X[:, :5], debiased), rel=2e-5, abs=1e-6)
 
 
 def test_cka_near_the_float32_limit_and_streamed_chunks_of_different_scales(rng):
@@ -83,7 +83,7 @@ def test_every_cka_road_at_every_magnitude(rng, dtype, e):
         for route in ("features", "samples"):
             np.testing.assert_allclose(pyred.subset_cka(X, S, debiased=debiased, route=route), want, rtol=rtol,
                                        atol=rtol, err_msg=f"route {route}, debiased {debiased}")
-            assert pyred.linear_cka(X, X[:, :5], debiased, route=route) == pytest.approx(
+            assert pyred.linear_cka(X, X[:, :5], debiased=debiased, route=route) == pytest.approx(
                 R.cka(ref, ref[:, :5], debiased), rel=rtol, abs=rtol)
         np.testing.assert_allclose(pyred.subset_cka(X, S, target=X[:, 7:], debiased=debiased),
                                    R.subset_cka(ref, lists, ref[:, 7:], debiased), rtol=rtol, atol=rtol)
@@ -91,7 +91,7 @@ def test_every_cka_road_at_every_magnitude(rng, dtype, e):
         for a in range(0, 40, 15):
             streamed.update(X[a:a + 15])
         np.testing.assert_allclose(streamed.subset_cka(S), want, rtol=rtol, atol=rtol)
-        pairs = pyred.subset_pair_cka(X, S[:4], S[4:], debiased)
+        pairs = pyred.subset_pair_cka(X, S[:4], S[4:], debiased=debiased)
         np.testing.assert_allclose(pairs, R.pair_cka(ref, lists[:4], lists[4:], debiased), rtol=rtol, atol=rtol)
         rbf = [R.cka_from_grams(R.gram_rbf(ref[:, s]), R.gram_rbf(ref), debiased) for s in lists]
         np.testing.assert_allclose(pyred.subset_cka(X, S, debiased=debiased, kernel="rbf", sigma=1.0), rbf,
@@ -166,7 +166,7 @@ def test_numpy_integer_scalars_are_accepted(rng):
     y = np.arange(40) % 3
     res = pyred.train_probes(X, y, S, seed=np.int64(4), num_classes=np.int64(3), epochs=np.int64(2),
                              batch_size=np.int32(16), progress=False)
-    assert res.num_classes == 3 and res.options["epochs"] == 2
+    assert res.num_classes == 3 and res.options.epochs == 2
 
 
 def test_huge_seeds_and_bad_labels_are_named(rng):

@@ -38,12 +38,12 @@ def test_subset_cka_gradient_is_exact(rng, route, debiased):
 def test_linear_cka_gradient_is_exact(rng, route, debiased):
     X = features(rng, 12, 5).requires_grad_()
     Y = features(rng, 12, 4).requires_grad_()
-    value = pyred.linear_cka(X, Y, debiased, route=route)
+    value = pyred.linear_cka(X, Y, debiased=debiased, route=route)
     assert isinstance(value, torch.Tensor) and value.dim() == 0 and value.requires_grad
     assert float(value.detach()) == pytest.approx(R.cka(X.detach().numpy(), Y.detach().numpy(), debiased), rel=1e-10)
-    assert torch.autograd.gradcheck(lambda x, y: pyred.linear_cka(x, y, debiased, route=route), (X, Y))
+    assert torch.autograd.gradcheck(lambda x, y: pyred.linear_cka(x, y, debiased=debiased, route=route), (X, Y))
     # only one side requiring grad
-    assert torch.autograd.gradcheck(lambda y: pyred.linear_cka(X.detach(), y, debiased, route=route), (Y,))
+    assert torch.autograd.gradcheck(lambda y: pyred.linear_cka(X.detach(), y, debiased=debiased, route=route), (Y,))
 
 
 def test_a_float32_gradient_matches_the_float64_one(rng):

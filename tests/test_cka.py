@@ -45,7 +45,7 @@ def test_subset_cka_against_another_layer(rng, device, debiased):
     tx, ty = torch.tensor(X, device=device), torch.tensor(Y, device=device)
     got = pyred.subset_cka(tx, lists, target=ty, debiased=debiased)
     np.testing.assert_allclose(got.cpu().numpy(), R.subset_cka(X, lists, Y, debiased), rtol=1e-9, atol=1e-11)
-    assert pyred.linear_cka(tx, ty, debiased) == pytest.approx(R.cka(X, Y, debiased), rel=1e-9)
+    assert pyred.linear_cka(tx, ty, debiased=debiased) == pytest.approx(R.cka(X, Y, debiased), rel=1e-9)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -202,11 +202,11 @@ def test_properties(shape, seed, debiased):
     X = features(rng, n, d)
     full = np.arange(d)
     # CKA(X, X) = 1 (the debiased estimate of a self-HSIC may come out <= 0 for tiny n: then 0 by definition)
-    self_cka = pyred.linear_cka(X, X, debiased)
+    self_cka = pyred.linear_cka(X, X, debiased=debiased)
     assert self_cka == pytest.approx(1.0, abs=1e-9) or (debiased and self_cka == 0.0)
     # symmetry
     Y = features(rng, n, 3)
-    assert pyred.linear_cka(X, Y, debiased) == pytest.approx(pyred.linear_cka(Y, X, debiased), rel=1e-9, abs=1e-12)
+    assert pyred.linear_cka(X, Y, debiased=debiased) == pytest.approx(pyred.linear_cka(Y, X, debiased=debiased), rel=1e-9, abs=1e-12)
     # invariance of the target to an orthogonal transform and isotropic scaling
     Q, _ = np.linalg.qr(rng.normal(size=(d, d)))
     S = [rng.permutation(d)[: rng.integers(1, d + 1)] for _ in range(4)]
@@ -407,4 +407,4 @@ def test_linear_cka_roads_agree(rng, debiased):
     X, Y = features(rng, 30, 50), features(rng, 30, 7, mean=-1.0)
     want = R.cka(X, Y, debiased)
     for route in ("features", "samples", "auto"):
-        assert pyred.linear_cka(X, Y, debiased, route=route) == pytest.approx(want, rel=1e-9, abs=1e-12), route
+        assert pyred.linear_cka(X, Y, debiased=debiased, route=route) == pytest.approx(want, rel=1e-9, abs=1e-12), route

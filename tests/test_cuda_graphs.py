@@ -74,7 +74,7 @@ def test_replayed_steps_equal_eager_steps(rng, monkeypatch, layout, dtype):
     monkeypatch.setattr(sgd, "GraphedStep", graphed)
     replayed = train(X, y, S, "cpu", dtype, layout, cuda_graphs=True)
     assert_same(replayed, eager)
-    assert replayed.options["cuda_graphs"] is True
+    assert replayed.options.cuda_graphs is True
     (g,) = made
     # two shapes x two rates; two eager warm-up steps per shape; every other step replayed
     assert g.captures == 4

@@ -27,7 +27,7 @@ def test_a_network_with_itself(net_and_data, kernel, minibatch):
 def test_equals_linear_cka_of_the_extracted_layers(net_and_data):
     bb, data = net_and_data
     layers = ["layer1.1", "layer3", "layer4"]
-    M, _, _ = pyred.layer_cka(bb, data, layers, samples=20, progress=False)
+    M, _, _ = pyred.layer_cka(bb, data, layers_a=layers, samples=20, progress=False)
     feats = []
     for layer in layers:
         one = pyred.Backbone("resnet18", pretrained=False, layer=layer, pool="flatten")
@@ -44,14 +44,14 @@ def test_two_networks_and_bad_layers(net_and_data):
     bb, data = net_and_data
     torch.manual_seed(1)
     other = pyred.Backbone("resnet18", pretrained=False)
-    M, a, b = pyred.layer_cka(bb, data, ["layer1", "layer4"], other, ["layer2"], samples=12, pool="avg",
+    M, a, b = pyred.layer_cka(bb, data, layers_a=["layer1", "layer4"], backbone_b=other, layers_b=["layer2"], samples=12, pool="avg",
                               progress=False)
     assert M.shape == (2, 1) and a == ["layer1", "layer4"] and b == ["layer2"]
     assert bool(((M >= 0) & (M <= 1 + 1e-9)).all())
-    M2, a2, b2 = pyred.layer_cka(bb, data, ["layer1"], None, ["layer2", "layer1"], samples=12, progress=False)
+    M2, a2, b2 = pyred.layer_cka(bb, data, layers_a=["layer1"], layers_b=["layer2", "layer1"], samples=12, progress=False)
     assert M2.shape == (1, 2) and b2 == ["layer2", "layer1"] and float(M2[0, 1]) == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"layers_a: 'layer9' is not a module of resnet18; close names: \['layer"):
-        pyred.layer_cka(bb, data, ["layer9"], samples=8, progress=False)
+        pyred.layer_cka(bb, data, layers_a=["layer9"], samples=8, progress=False)
     with pytest.raises(ValueError, match="kernel: expected one of"):
         pyred.layer_cka(bb, data, samples=8, kernel="cosine", progress=False)
     with pytest.raises(ValueError, match="sigma: expected a number > 0"):

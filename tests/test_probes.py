@@ -4,7 +4,7 @@ import torch
 
 import pyred
 from helpers.devices import DEVICES
-from pyred.probes.reference import train_heads_one_by_one
+from helpers.probe_baselines import train_heads_one_by_one
 
 
 def teacher_data(rng, n, d, C, noise=0.5, mean=1.0):
@@ -28,7 +28,7 @@ def test_batched_sgd_equals_independent_trainings(rng, device, layout):
     res = pyred.train_probes(torch.tensor(Xtr, device=device), torch.tensor(ytr, device=device), subsets,
                              X_val=torch.tensor(Xv, device=device), y_val=torch.tensor(yv, device=device),
                              seed=7, progress=False, layout=layout, **opts)
-    assert res.options["layout"] == layout
+    assert res.options.layout == layout
     ref = train_heads_one_by_one(Xtr, ytr, Xv, yv, subsets, C, seed=7, init_seeds=res.init_seeds.tolist(), **opts)
     assert res.init_seeds.tolist() == [7 + k for k in range(len(subsets))]
     ev = res.evaluate(torch.tensor(Xte, device=device), torch.tensor(yte, device=device))
@@ -62,7 +62,7 @@ def test_lbfgs_agrees_with_scikit_learn(rng, layout):
     subsets = [rng.permutation(10)[:3], rng.permutation(10)[:6], np.arange(10)]
     res = pyred.train_probes(Xtr, ytr, subsets, recipe="lbfgs", C=0.5, max_iter=500, tol=1e-10, layout=layout,
                              progress=False)
-    assert res.options["layout"] == layout
+    assert res.options.layout == layout
     ev = res.evaluate(Xte, yte)
     for k, S in enumerate(subsets):
         clf = sklearn.LogisticRegression(C=0.5, tol=1e-10, max_iter=10_000).fit(Xtr[:, S], ytr)
@@ -164,7 +164,7 @@ def test_bad_input_errors(rng):
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
 def test_masked_dense_baseline_agrees_with_one_by_one(rng):
     """The benchmarks' dense baseline trains the same heads as the plain per-head loop."""
-    from pyred.probes.reference import train_heads_masked_dense
+    from helpers.probe_baselines import train_heads_masked_dense
 
     X, y = teacher_data(rng, 300, 9, 3)
     subsets = [[], rng.permutation(9)[:4], np.arange(9)]
@@ -218,7 +218,7 @@ def test_epochs_alone_scales_the_lr_step():
     with pytest.raises(ValueError, match="epochs"):
         SGDOptions(epochs=0)
     res = pyred.train_probes(np.eye(4).repeat(5, 0), np.arange(4).repeat(5), [[0, 1]], epochs=4, progress=False)
-    assert res.options["lr_step"] == 1
+    assert res.options.lr_step == 1
 
 
 # -- heads that diverge are flagged, never reported as if fine (issue 17, item 5) -----------------------

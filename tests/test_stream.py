@@ -53,7 +53,7 @@ def test_k_heads_from_one_stream_equal_k_trainings_with_their_own_forwards(setup
     together = pyred.train_probes(s, None, S, X_val=Xv, y_val=yv, seed=3, **OPTS)
     assert s.epoch == 3 and s.last_pass["images"] == 96
     assert pyred.train_probes(stream(setup, augment=None, batch_size=48), None, S[:1], X_val=Xv, y_val=yv,
-                              epochs=1, progress=False).options["batch_size"] == 48
+                              epochs=1, progress=False).options.batch_size == 48
     for k in range(len(S)):
         # the reference code's way: a training of its own, running the backbone on its own augmented batches
         alone = pyred.train_probes(stream(setup, augment="paper"), None, S[k:k + 1], X_val=Xv, y_val=yv,
@@ -100,7 +100,7 @@ def test_views_cache_key_and_grouped_split(setup, tmp_path):
     again = pyred.extract_features(bb, train, views=2, seed=3, **kw)
     assert again.view.tolist() == one.view.tolist()
     # training on the FeatureSet: its own 90/10 split keeps an image's two views on one side
-    from pyred.probes.data import split_groups
+    from pyred.splits import split_groups
 
     tr, va = split_groups(one.image_index)
     assert not set(one.image_index[tr.numpy()]) & set(one.image_index[va.numpy()])
@@ -225,7 +225,7 @@ before = peak_mb()
 S = pyred.draw_subsets(s.dim, [0.001, 0.01, 0.05, 0.1, 0.2], seeds=[1, 2])
 val = s.with_dataset(subset(pyred.datasets.load("digits", "val"), np.arange(20)), augment=None, shuffle=False)
 res = pyred.train_probes(s, None, S, X_val=val, epochs=2, eval_every=1, progress=False)
-print(s.dim, len(S), res.options["layout"], peak_mb() - before, bool(torch.isfinite(res.weights).all()),
+print(s.dim, len(S), res.options.layout, peak_mb() - before, bool(torch.isfinite(res.weights).all()),
       int(res.weights.shape[0]), S.nnz)
 """
 
@@ -259,7 +259,7 @@ def test_wide_layer_stream_matches_the_dense_road(setup):
     opts = dict(epochs=2, eval_every=1, seed=2, progress=False)
     online = pyred.train_probes(s, None, S, X_val=X_val, y_val=y_val, **opts)
     dense = pyred.train_probes(X, y, S, X_val=X_val, y_val=y_val, layout="masked", batch_size=20, **opts)
-    assert online.options["layout"] == "gathered" and len(S) == 12
+    assert online.options.layout == "gathered" and len(S) == 12
     torch.testing.assert_close(online.weights, dense.weights, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(online.biases, dense.biases, rtol=1e-4, atol=1e-6)
 

@@ -150,7 +150,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("rbf_median_sums", &rbf_median_sums, py::arg("K"), py::arg("K_count"), py::arg("n"), py::arg("sigma"),
         py::arg("M"), py::arg("M_count"), py::arg("rows"), py::arg("rows_count"),
         "(median, sum g M, sum g, sum g^2) with the median bandwidth: g = exp(-D / (2 sigma^2 median)); writes rows.");
-  m.def("exp_nonpositive", &exp_nonpositive_for_tests, "The kernels' exp(x) for x <= 0 (for its accuracy test).");
   m.def("num_threads", &num_threads, "OpenMP threads the kernels use (1 without OpenMP).");
   m.def(
       "heads_tiles",

@@ -155,12 +155,7 @@ PYRED_SIMD_CLONES void count_row_ranges(const double* K, const double* diag, int
   nans = bad;
 }
 
-// A clone like the kernels', so the accuracy test sees the arithmetic they run (FMA contraction included).
-PYRED_SIMD_CLONES double exp_clone(double x) { return exp_nonpositive(x); }
-
 }  // namespace
-
-double exp_nonpositive_for_tests(double x) { return exp_clone(x); }
 
 Status upper_distance_ranks_cpu(const double* K, int64_t n, const int64_t* ranks, int64_t num_ranks, double* out,
                                 int64_t samples, double margin_sd) {

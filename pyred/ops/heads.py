@@ -17,7 +17,7 @@ import torch
 
 from ..subsets import Subsets, as_subsets
 from .arrays import as_float, from_torch, to_torch
-from .reductions import _DTYPE_CODE, _addr, _check_backend, _native_for, call_native
+from .dispatch import DTYPE_CODE, address, call_native, check_backend, native_for
 
 
 # -- pure-torch references (fallback and test oracle) ----------------------------------------
@@ -87,14 +87,16 @@ def forward_xt(XT, indices, offsets, W, backend="auto"):
     """
     W = _operand(W, XT, "W")
     indices, offsets = _lists(indices, offsets)
-    module = _native_for(XT, backend)
+    module = native_for(XT, backend)
     if module is None:
         return gathered_forward_torch(XT.T, indices, offsets, W)
     XT, d, B, ldx = _xt_args(XT)
     C = W.shape[1]
     out = XT.new_empty(offsets.numel() - 1, B, C)
-    call_native(module, "gathered_forward", XT, _addr(XT), d * ldx, _DTYPE_CODE[XT.dtype], B, ldx, d, _addr(indices),
-                indices.numel(), _addr(offsets), offsets.numel(), _addr(W), W.numel(), C, _addr(out), out.numel())
+    call_native(module, "gathered_forward", XT, XT=address(XT), XT_count=d * ldx, dtype=DTYPE_CODE[XT.dtype], B=B,
+                ldx=ldx, d=d, indices=address(indices), nnz=indices.numel(), offsets=address(offsets),
+                num_offsets=offsets.numel(), W=address(W), W_count=W.numel(), C=C, out=address(out),
+                out_count=out.numel())
     return out
 
 
@@ -102,15 +104,16 @@ def weight_grad_xt(XT, indices, offsets, G, backend="auto"):
     """Native gathered weight gradient on a features-major batch XT (d, B): returns (nnz, C)."""
     G = _operand(G, XT, "G")
     indices, offsets = _lists(indices, offsets)
-    module = _native_for(XT, backend)
+    module = native_for(XT, backend)
     if module is None:
         return gathered_weight_grad_torch(XT.T, indices, offsets, G)
     XT, d, B, ldx = _xt_args(XT)
     C = G.shape[2]
     dW = XT.new_empty(indices.numel(), C)
-    call_native(module, "gathered_weight_grad", XT, _addr(XT), d * ldx, _DTYPE_CODE[XT.dtype], B, ldx, d,
-                _addr(indices), indices.numel(), _addr(offsets), offsets.numel(), _addr(G), G.numel(), C, _addr(dW),
-                dW.numel())
+    call_native(module, "gathered_weight_grad", XT, XT=address(XT), XT_count=d * ldx, dtype=DTYPE_CODE[XT.dtype],
+                B=B, ldx=ldx, d=d, indices=address(indices), nnz=indices.numel(), offsets=address(offsets),
+                num_offsets=offsets.numel(), G=address(G), G_count=G.numel(), C=C, dW=address(dW),
+                dW_count=dW.numel())
     return dW
 
 
@@ -205,7 +208,7 @@ def _prepare(X: Any, subsets, name_w: str, other: Any, backend: str):
         raise ValueError(f"{name_w}: expected the same device as X ({x.device}), got {o.device}")
     if o.dtype != x.dtype:
         o = o.to(x.dtype)
-    _check_backend(backend)
+    check_backend(backend)
     return x, kind, S, o
 
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import torch
 
-from .. import _native
+from .dispatch import cpu_kernels
 
 
 def available(K: torch.Tensor) -> bool:
     """True when the native kernels can take K: a CPU tensor, and pyred._C loaded with them."""
-    module = _native.cpu_module()
+    module = cpu_kernels()
     return K.device.type == "cpu" and module is not None and hasattr(module, "rbf_upper_sums")
 
 
@@ -40,11 +40,13 @@ def upper_distance_ranks(K: torch.Tensor, ranks: list[int]) -> list[float]:
     bad = [r for r in ranks if not 1 <= int(r) <= m]
     if bad:
         raise ValueError(f"ranks: expected ranks in [1, {m}] for n = {n}, got {bad[0]}")
-    return list(_native.cpu_module().upper_distance_ranks(K.data_ptr(), K.numel(), n, [int(r) for r in ranks]))
+    return list(cpu_kernels().upper_distance_ranks(K=K.data_ptr(), K_count=K.numel(), n=n,
+                                                   ranks=[int(r) for r in ranks]))
 
 
-def _sums_call(name: str, K: torch.Tensor, value: float, M: torch.Tensor | None) -> tuple:
-    """pyred._C.<name>(K, value, M) -> (its scalars..., rows): checks K and M, allocates rows."""
+def _sums_call(name: str, K: torch.Tensor, M: torch.Tensor | None, **value: float) -> tuple:
+    """pyred._C.<name>(K, M, the bandwidth ``value`` by its name) -> (its scalars..., rows): checks K and M,
+    allocates rows."""
     K = _square(K, "K")
     n = K.shape[0]
     if M is not None:
@@ -52,9 +54,9 @@ def _sums_call(name: str, K: torch.Tensor, value: float, M: torch.Tensor | None)
         if M.shape != K.shape:
             raise ValueError(f"M: expected shape {tuple(K.shape)} like K, got {tuple(M.shape)}")
     rows = torch.empty(n, dtype=torch.float64)
-    scalars = getattr(_native.cpu_module(), name)(
-        K.data_ptr(), K.numel(), n, float(value), 0 if M is None else M.data_ptr(), 0 if M is None else M.numel(),
-        rows.data_ptr(), n)
+    scalars = getattr(cpu_kernels(), name)(
+        K=K.data_ptr(), K_count=K.numel(), n=n, M=0 if M is None else M.data_ptr(),
+        M_count=0 if M is None else M.numel(), rows=rows.data_ptr(), rows_count=n, **value)
     return (*scalars, rows)
 
 
@@ -63,7 +65,7 @@ def rbf_upper_sums(K: torch.Tensor, scale: float, M: torch.Tensor | None = None
     """With g_ab = exp(-scale * D_ab) for a < b (scale >= 0), from the linear Gram K ((n, n) float64 CPU):
     (sum g M_ab (0.0 without M), sum g, sum g^2, rows) with rows (n,) float64, rows[a] = sum_{b != a} g_ab.
     M: (n, n) float64 CPU; only its entries above the diagonal are read. Deterministic."""
-    return _sums_call("rbf_upper_sums", K, scale, M)
+    return _sums_call("rbf_upper_sums", K, M, scale=float(scale))
 
 
 def rbf_median_sums(K: torch.Tensor, sigma: float, M: torch.Tensor | None = None
@@ -72,4 +74,4 @@ def rbf_median_sums(K: torch.Tensor, sigma: float, M: torch.Tensor | None = None
     median is numpy.median of all n^2 squared distances (the zero diagonal included) of the linear Gram K
     ((n, n) float64 CPU); the sums and rows as in :func:`rbf_upper_sums` -- all 0 when median is 0 (no
     variance). sigma > 0; M as in :func:`rbf_upper_sums`."""
-    return _sums_call("rbf_median_sums", K, sigma, M)
+    return _sums_call("rbf_median_sums", K, M, sigma=float(sigma))

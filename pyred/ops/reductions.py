@@ -15,13 +15,10 @@ from typing import Any
 
 import torch
 
-from .. import _native
 from ..subsets import Subsets, as_subsets
 from .arrays import as_float, from_torch, to_torch
+from .dispatch import DTYPE_CODE, address, call_native, check_backend, native_for
 from .reference import block_sums_backward, block_sums_torch, segment_sums_backward, segment_sums_torch
-
-_BACKENDS = ("auto", "native", "torch")
-_DTYPE_CODE = {torch.float32: 0, torch.float64: 1}
 
 
 # -- custom ops: tensors in, tensors out; inputs are already validated -----------------
@@ -101,52 +98,29 @@ class _BlockSums(torch.autograd.Function):
         return (*_block_sums_grad(ctx, grad), None)
 
 
-def _native_for(t: torch.Tensor, backend: str):
-    """The native module for t's device, or None for the torch path."""
-    if backend == "torch":
-        return None
-    module = _native.cuda_module() if t.is_cuda else _native.cpu_module() if t.device.type == "cpu" else None
-    if module is None and backend == "native":
-        raise RuntimeError(f"backend='native': no native kernels for device {t.device} "
-                           f"(pyred.native_info() says why)")
-    return module
-
-
-def _addr(t: torch.Tensor) -> int:
-    return t.data_ptr() if t.numel() else 0
-
-
-def call_native(module, name: str, like: torch.Tensor, *args) -> None:
-    """module.name(*args, stream): both native modules take the same arguments; for a CUDA tensor the
-    call runs with ``like``'s device current and on its current stream (the CPU module ignores the stream)."""
-    if like.is_cuda:
-        with torch.cuda.device(like.device):
-            getattr(module, name)(*args, torch.cuda.current_stream(like.device).cuda_stream)
-    else:
-        getattr(module, name)(*args, 0)
-
-
 def _segment_sums_impl(values, indices, offsets, backend):
-    module = _native_for(values, backend)
+    module = native_for(values, backend)
     if module is None:
         return segment_sums_torch(values, indices, offsets)
     M, d = values.shape
     out = torch.empty(offsets.numel() - 1, M, dtype=torch.float64, device=values.device)
-    call_native(module, "segment_sums", values, _addr(values), values.numel(), _DTYPE_CODE[values.dtype], M, d,
-                _addr(indices), indices.numel(), _addr(offsets), offsets.numel(), _addr(out), out.numel())
+    call_native(module, "segment_sums", values, values=address(values), values_count=values.numel(),
+                dtype=DTYPE_CODE[values.dtype], M=M, d=d, indices=address(indices), nnz=indices.numel(),
+                offsets=address(offsets), num_offsets=offsets.numel(), out=address(out), out_count=out.numel())
     return out
 
 
 def _block_sums_impl(mats, row_indices, row_offsets, col_indices, col_offsets, max_rows, backend):
-    module = _native_for(mats, backend)
+    module = native_for(mats, backend)
     if module is None:
         return block_sums_torch(mats, row_indices, row_offsets, col_indices, col_offsets)
     M, d, _ = mats.shape
     out = torch.empty(row_offsets.numel() - 1, M, dtype=torch.float64, device=mats.device)
-    args = (_addr(mats), mats.numel(), _DTYPE_CODE[mats.dtype], M, d, _addr(row_indices), row_indices.numel(),
-            _addr(row_offsets), row_offsets.numel(), _addr(col_indices), col_indices.numel(),
-            _addr(col_offsets), col_offsets.numel())
-    call_native(module, "block_sums", mats, *args, max_rows, _addr(out), out.numel())
+    call_native(module, "block_sums", mats, mats=address(mats), mats_count=mats.numel(), dtype=DTYPE_CODE[mats.dtype],
+                M=M, d=d, row_indices=address(row_indices), row_nnz=row_indices.numel(),
+                row_offsets=address(row_offsets), row_num_offsets=row_offsets.numel(),
+                col_indices=address(col_indices), col_nnz=col_indices.numel(), col_offsets=address(col_offsets),
+                col_num_offsets=col_offsets.numel(), max_rows=max_rows, out=address(out), out_count=out.numel())
     return out
 
 
@@ -175,7 +149,7 @@ def segment_sums(values: Any, subsets: Subsets | Any, *, backend: str = "auto") 
     if t.shape[0] < 1 or t.shape[1] < 1:
         raise ValueError(f"values: expected a non-empty array, got shape {tuple(t.shape)}")
     subsets = as_subsets(subsets, t.shape[1]).to(t.device)
-    _check_backend(backend)
+    check_backend(backend)
     t = t.contiguous()
     if backend == "auto" and torch.compiler.is_compiling():  # eager calls skip the custom op's dispatch
         out = _segment_sums_op(t, subsets.indices, subsets.offsets)
@@ -215,7 +189,7 @@ def gathered_block_sums(mats: Any, rows: Subsets | Any, cols: Subsets | Any | No
     cols = rows if cols is None else as_subsets(cols, d, "cols").to(t.device)
     if len(cols) != len(rows):
         raise ValueError(f"cols: expected {len(rows)} lists (as many as rows), got {len(cols)}")
-    _check_backend(backend)
+    check_backend(backend)
     t = t.contiguous()
     args = (t, rows.indices, rows.offsets, cols.indices, cols.offsets, rows.max_size)
     # The custom op where torch.compile traces; eager calls skip its dispatch (its first call imports
@@ -227,8 +201,3 @@ def gathered_block_sums(mats: Any, rows: Subsets | Any, cols: Subsets | Any | No
     else:
         out = _block_sums_impl(*args, backend)
     return from_torch(out[:, 0] if squeeze else out, kind)
-
-
-def _check_backend(backend: str) -> None:
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend: expected one of {_BACKENDS}, got {backend!r}")

@@ -8,19 +8,15 @@ from typing import Any
 
 from .. import _checks as check
 from ..numerics import absmax
-from ..ops.reductions import _check_backend
+from ..ops.dispatch import check_backend
 from ..subsets import Subsets, as_subsets
 from . import lbfgs, ridge, sgd
 from ..stream import is_stream
-from .data import prepare
-from .recipe import Recipe
+from .data import LabeledFeatures, prepare
+from .recipe import Recipe, TrainedHeads
 from .result import ProbeEvaluation, ProbeResult
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (sgd.RECIPE, lbfgs.RECIPE, ridge.RECIPE)}
-
-
-def is_feature_set(x: Any) -> bool:
-    return type(x).__name__ == "FeatureSet" and hasattr(x, "image_index")
 
 
 def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: str = "sgd", X_val: Any = None,
@@ -69,11 +65,11 @@ def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: 
       gives accuracy (K,), per-class accuracy (K, C) and predictions (K, n).
     """
     r = RECIPES[check.choice(recipe, "recipe", RECIPES)]
-    _check_backend(backend)
+    check_backend(backend)
     seed = check.integer(seed, "seed", min=0)
     options = r.parse_options(recipe_options)
     groups = None
-    if is_feature_set(X_train):  # a FeatureSet (maybe of augmented views): its X and y
+    if isinstance(X_train, LabeledFeatures):  # a FeatureSet (maybe of augmented views): its X and y
         if y_train is not None:
             raise ValueError("y_train: a FeatureSet carries its own labels; pass None")
         groups = X_train.image_index
@@ -93,9 +89,9 @@ def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: 
     if seed + len(S) - 1 > check.INT64_MAX:
         raise ValueError(f"seed: head k is initialised under seed + k, which must stay below 2**63; got seed={seed} "
                          f"for {len(S)} heads")
-    out = r.train(data, S, options, seed, progress, backend)
-    options = out.pop("options")
-    result = ProbeResult(subsets=S, num_classes=data.num_classes, recipe=recipe, options=options, **out)
+    trained = r.train(data, S, options, seed, progress, backend)
+    result = ProbeResult(subsets=S, num_classes=data.num_classes, recipe=recipe,
+                         **{f.name: getattr(trained, f.name) for f in dataclasses.fields(trained)})
     if bool(result.diverged.any()):
         warnings.warn(divergence_message(result, data), RuntimeWarning, stacklevel=2)
     return result
@@ -106,7 +102,7 @@ def divergence_message(result: ProbeResult, data) -> str:
     count, K = int(result.diverged.sum()), len(result)
     scale = "" if data.X is None else f", largest |feature| {absmax(data.X):.3g}"
     if result.recipe == "sgd":
-        cause = (f"a learning rate too large for the features' scale (lr={result.options['lr']}{scale}): lower "
+        cause = (f"a learning rate too large for the features' scale (lr={result.options.lr}{scale}): lower "
                  "lr, or scale the features (e.g. divide them by their standard deviation)")
     else:
         cause = f"features at the edge of the floating-point range{scale}"
@@ -115,4 +111,4 @@ def divergence_message(result: ProbeResult, data) -> str:
             f"unless it kept weights from before it diverged. Likely cause: {cause}")
 
 
-__all__ = ["ProbeEvaluation", "ProbeResult", "RECIPES", "Recipe", "train_probes"]
+__all__ = ["ProbeEvaluation", "ProbeResult", "RECIPES", "Recipe", "TrainedHeads", "train_probes"]

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 
 from .. import _checks as check
 from ..ops.arrays import float_matrix, to_torch
+from ..splits import split_groups, split_train_val
 from ..stream import is_stream
+
+
+@runtime_checkable
+class LabeledFeatures(Protocol):
+    """Features with their labels and, per row, the image it comes from (a :class:`pyred.FeatureSet`, whose
+    rows may be several augmented views of each image)."""
+
+    X: Any
+    y: Any
+
+    @property
+    def image_index(self) -> Any: ...
 
 
 @dataclass
@@ -68,25 +80,6 @@ def check_label_range(y: torch.Tensor, num_classes: int, name: str) -> None:
     if lo < 0 or hi >= num_classes:
         bad = lo if lo < 0 else hi
         raise ValueError(f"{name}: label {bad} is outside [0, {num_classes}) (num_classes={num_classes})")
-
-
-def split_train_val(n: int, fraction: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reference code's fixed-seed split: randperm(n) under ``seed``; the first int(0.9 n) train."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_train = int((1 - fraction) * n)
-    return perm[:n_train], perm[n_train:]
-
-
-def split_groups(groups: Any, fraction: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 90/10 split of rows by group (rows of one image's augmented views stay together):
-    the groups are split as ``split_train_val`` splits rows."""
-    g = torch.as_tensor(np.asarray(groups), dtype=torch.int64)
-    uniq, inverse = torch.unique(g, return_inverse=True)
-    tr, _ = split_train_val(len(uniq), fraction, seed)
-    in_train = torch.zeros(len(uniq), dtype=torch.bool)
-    in_train[tr] = True
-    rows = in_train[inverse]
-    return torch.nonzero(rows).flatten(), torch.nonzero(~rows).flatten()
 
 
 def prepare_stream(stream, y_train, X_val, y_val, num_classes, device, need_val: bool) -> ProbeData:

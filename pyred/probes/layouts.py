@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import _native
+from ..ops.dispatch import cpu_simd
 from ..ops.heads import features_major, forward_xt, weight_grad_xt
 from ..subsets import Subsets
 
@@ -45,7 +45,7 @@ def gathered_below(device) -> float:
     """The density below which the gathered layout is faster on ``device`` (see GATHERED_BELOW)."""
     kind = torch.device(device).type
     if kind == "cpu":
-        return GATHERED_BELOW["cpu"].get(_native.cpu_simd() or "baseline", 0.0)
+        return GATHERED_BELOW["cpu"].get(cpu_simd() or "baseline", 0.0)
     return GATHERED_BELOW["cuda"]
 
 

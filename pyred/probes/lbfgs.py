@@ -23,7 +23,7 @@ from ..subsets import Subsets
 from .data import ProbeData
 from .layouts import LAYOUTS, choose_layout, make_layout
 from .minimize import lbfgs
-from .recipe import Recipe
+from .recipe import Recipe, TrainedHeads
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,9 @@ def unit_scale(X: torch.Tensor) -> tuple[torch.Tensor, int]:
     return ldexp(Z, -e, inplace=True), E + e
 
 
-def train_lbfgs(data: ProbeData, subsets: Subsets, opts: LBFGSOptions, seed: int, progress: bool, backend: str):
-    o = dataclasses.asdict(opts)
-    dtype = {None: data.X.dtype, "float32": torch.float32, "float64": torch.float64}[o["dtype"]]
+def train_lbfgs(data: ProbeData, subsets: Subsets, opts: LBFGSOptions, seed: int, progress: bool,
+                backend: str) -> TrainedHeads:
+    dtype = {None: data.X.dtype, "float32": torch.float32, "float64": torch.float64}[opts.dtype]
     # Solved on X 2^-E, entries of order 1, for W 2^E with the penalty times 2^-2E: the same minimiser
     # exactly, but L-BFGS's first steps (scaled by the gradient) stay finite at any feature scale.
     X, E = unit_scale(data.X.to(dtype))
@@ -66,13 +66,13 @@ def train_lbfgs(data: ProbeData, subsets: Subsets, opts: LBFGSOptions, seed: int
     n, d = X.shape
     K, Cn = len(subsets), data.num_classes
     S = subsets.to(X.device)
-    layout = choose_layout(S, d, X.device) if o["layout"] == "auto" else o["layout"]
+    layout = choose_layout(S, d, X.device) if opts.layout == "auto" else opts.layout
     heads = make_layout(layout, S, d, backend)
     batch = heads.batch(X)
     W0 = heads.from_packed(torch.zeros(S.nnz, Cn, dtype=dtype, device=X.device))
     nw = W0.numel()
     try:
-        penalty = math.ldexp(1.0 / (o["C"] * n), -2 * E)
+        penalty = math.ldexp(1.0 / (opts.C * n), -2 * E)
         fixed_w = False
     except OverflowError:  # features below ~1e-150 (float64): the penalty alone decides, W = 0
         penalty, fixed_w = 0.0, True
@@ -93,10 +93,10 @@ def train_lbfgs(data: ProbeData, subsets: Subsets, opts: LBFGSOptions, seed: int
     bar = progress_bar(range(1), progress, desc=f"lbfgs: {K} heads", unit="solve")
     x = torch.zeros(nw + K * Cn, dtype=dtype, device=X.device)
     for _ in bar:
-        x = lbfgs(fg, x, max_iter=o["max_iter"], tol_grad=o["tol"], tol_change=1e-12, history=20).x
+        x = lbfgs(fg, x, max_iter=opts.max_iter, tol_grad=opts.tol, tol_change=1e-12, history=20).x
     weights = ldexp(heads.to_packed(x[:nw].view_as(W0)).contiguous(), -E, inplace=True)
-    return dict(weights=weights, biases=x[nw:].view(K, Cn).clone(),
-                options={**o, "layout": layout, "function_evals": evals[0]})
+    return TrainedHeads(weights, x[nw:].view(K, Cn).clone(), dataclasses.replace(opts, layout=layout),
+                        function_evals=evals[0])
 
 
 RECIPE = Recipe("lbfgs", LBFGSOptions, needs_validation=False, train=train_lbfgs)

@@ -32,7 +32,8 @@ class ProbeResult:
       owns rows ``subsets.offsets[k]:subsets.offsets[k+1]``; row j of head k
       weighs feature ``subsets[k][j]``), the selected (best-validation) weights.
     biases: (K, C).
-    subsets, num_classes, recipe, options: what was trained, and how.
+    subsets, num_classes, recipe: what was trained; options: the recipe's options dataclass as run
+      (defaults and "auto" choices such as the layout resolved; e.g. ``options.layout``).
     selected_epoch: (K,) int64, the epoch (1-based) whose weights were kept
       (sgd: best validation accuracy, the first such epoch on ties; -1 when
       there was no validation); val_accuracy: (K, E) float64 validation
@@ -43,6 +44,7 @@ class ProbeResult:
       final weights are not finite). Such a head keeps the weights of its best evaluation from before
       the divergence when it had one; otherwise its weights are NaN and ``evaluate`` gives it a NaN
       accuracy -- never the accuracy of random or broken weights.
+    function_evals: objective evaluations of the solve (lbfgs).
     """
 
     weights: torch.Tensor
@@ -50,7 +52,7 @@ class ProbeResult:
     subsets: Subsets
     num_classes: int
     recipe: str
-    options: dict
+    options: Any
     selected_epoch: torch.Tensor | None = None
     val_accuracy: torch.Tensor | None = None
     eval_epochs: list = field(default_factory=list)
@@ -58,6 +60,7 @@ class ProbeResult:
     alpha: torch.Tensor | None = None
     init_seeds: torch.Tensor | None = None
     diverged: torch.Tensor | None = None
+    function_evals: int | None = None
 
     def __post_init__(self):
         if self.diverged is None:

@@ -19,7 +19,7 @@ from ..gram import GramStats
 from ..progress import progress_bar
 from ..subsets import Subsets
 from .data import ProbeData
-from .recipe import Recipe
+from .recipe import Recipe, TrainedHeads
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,8 @@ class RidgeOptions:
         object.__setattr__(self, "alphas", alphas)
 
 
-def train_ridge(data: ProbeData, subsets: Subsets, opts: RidgeOptions, seed: int, progress: bool, backend: str):
+def train_ridge(data: ProbeData, subsets: Subsets, opts: RidgeOptions, seed: int, progress: bool,
+                backend: str) -> TrainedHeads:
     alphas = list(opts.alphas)
     X, y = data.X, data.y
     n, d = X.shape
@@ -80,7 +81,7 @@ def train_ridge(data: ProbeData, subsets: Subsets, opts: RidgeOptions, seed: int
             W[offsets[k]:offsets[k + 1]] = best_W[g]
             B[k] = ybar - mu[idx[g]] @ best_W[g]
             chosen[k] = best_alpha[g]
-    return dict(weights=W.to(X.dtype), biases=B.to(X.dtype), alpha=chosen, options={"alphas": alphas})
+    return TrainedHeads(W.to(X.dtype), B.to(X.dtype), opts, alpha=chosen)
 
 
 RECIPE = Recipe("ridge", RidgeOptions, needs_validation=True, train=train_ridge)

@@ -20,7 +20,7 @@ from ..subsets import Subsets
 from .cuda_graphs import GraphedStep
 from .data import ProbeData
 from .layouts import LAYOUTS, choose_layout, make_layout
-from .recipe import Recipe
+from .recipe import Recipe, TrainedHeads
 from .result import finite_heads
 
 
@@ -76,17 +76,17 @@ def init_heads(subsets: Subsets, num_classes: int, seeds, dtype, device):
     return W.contiguous(), torch.stack(bs).to(device, dtype)
 
 
-def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, progress: bool, backend: str):
-    o = dataclasses.asdict(opts)
+def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, progress: bool,
+              backend: str) -> TrainedHeads:
     Xv, yv = data.X_val, data.y_val
     device, dtype, d = data.device, data.dtype, data.dim
     K, C = len(subsets), data.num_classes
     S = subsets.to(device)
-    seeds = [seed + k for k in range(K)] if o["init_seeds"] is None else [int(s) for s in o["init_seeds"]]
+    seeds = [seed + k for k in range(K)] if opts.init_seeds is None else [int(s) for s in opts.init_seeds]
     if len(seeds) != K:
         raise ValueError(f"init_seeds: expected {K} seeds (one per head), got {len(seeds)}")
-    layout_name = (choose_layout(S, d, device, C, torch.finfo(dtype).bits // 8) if o["layout"] == "auto"
-                   else o["layout"])
+    layout_name = (choose_layout(S, d, device, C, torch.finfo(dtype).bits // 8) if opts.layout == "auto"
+                   else opts.layout)
     heads = make_layout(layout_name, S, d, backend)
 
     W0, b = init_heads(subsets, C, seeds, dtype, device)
@@ -95,21 +95,21 @@ def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, pr
     best = [W.clone(), b.clone()]
     best_acc = torch.full((K,), -1.0, dtype=torch.float64, device=device)
     selected = torch.full((K,), -1, dtype=torch.int64)
-    val_hist, eval_epochs, loss_hist = [], [], torch.zeros(K, o["epochs"], dtype=torch.float64)
+    val_hist, eval_epochs, loss_hist = [], [], torch.zeros(K, opts.epochs, dtype=torch.float64)
     order_gen = torch.Generator().manual_seed(seed)
-    bs = o["batch_size"]
+    bs = opts.batch_size
     loss_sum = torch.zeros(K, dtype=torch.float64, device=device)
-    step = SGDStep(heads, params, o["weight_decay"], o["momentum"], loss_sum)
-    run_step = GraphedStep(step, device) if o["cuda_graphs"] else step
+    step = SGDStep(heads, params, opts.weight_decay, opts.momentum, loss_sum)
+    run_step = GraphedStep(step, device) if opts.cuda_graphs else step
 
     stream = data.stream
-    desc = (f"sgd: {K} heads ({layout_name}{', CUDA graphs' if o['cuda_graphs'] else ''})"
+    desc = (f"sgd: {K} heads ({layout_name}{', CUDA graphs' if opts.cuda_graphs else ''})"
             f"{' on a stream' if stream is not None else ''}")
-    bar = progress_bar(range(o["epochs"]), progress, desc=desc, unit="epoch")
+    bar = progress_bar(range(opts.epochs), progress, desc=desc, unit="epoch")
     diverged = torch.zeros(K, dtype=torch.bool, device=device)  # the loss went NaN/Inf at some point
     postfix: dict = {}
     for epoch in bar:
-        lr = o["lr"] * o["lr_gamma"] ** (epoch // o["lr_step"])
+        lr = opts.lr * opts.lr_gamma ** (epoch // opts.lr_step)
         loss_sum.zero_()
         n = 0
         batches = stream if stream is not None else array_batches(data.X, data.y, bs, order_gen)
@@ -121,7 +121,7 @@ def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, pr
         diverged |= ~torch.isfinite(loss_sum)
         if stream is not None and stream.last_pass:
             postfix["img_per_s"] = f"{stream.last_pass['images_per_s']:.0f}"
-        if Xv is not None and (epoch + 1) % o["eval_every"] == 0:
+        if Xv is not None and (epoch + 1) % opts.eval_every == 0:
             # a head without finite weights has no accuracy (argmax of NaN logits is class 0): NaN, never selected
             ok = finite_heads(heads.to_packed(params[0]), params[1], S)
             acc = torch.where(ok, accuracy(heads, params, Xv, yv), float("nan"))
@@ -147,13 +147,18 @@ def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, pr
     if bool(unusable.any()):
         weights[torch.repeat_interleave(unusable, S.sizes.to(device))] = float("nan")
         biases[unusable] = float("nan")
-    return dict(weights=weights, biases=biases, selected_epoch=selected,
-                val_accuracy=torch.stack(val_hist, 1) if val_hist else None, eval_epochs=eval_epochs,
-                train_loss=loss_hist, init_seeds=torch.tensor(seeds, dtype=torch.int64),
-                diverged=diverged | unusable, options={**o, "layout": layout_name})
+    return TrainedHeads(weights, biases, dataclasses.replace(opts, layout=layout_name), selected_epoch=selected,
+                        val_accuracy=torch.stack(val_hist, 1) if val_hist else None, eval_epochs=eval_epochs,
+                        train_loss=loss_hist, init_seeds=torch.tensor(seeds, dtype=torch.int64),
+                        diverged=diverged | unusable)
 
 
-RECIPE = Recipe("sgd", SGDOptions, needs_validation=True, train=train_sgd, streams=True, run_only=("cuda_graphs",))
+def _plan_layout(plan: Subsets, d: int, device: torch.device, num_classes: int) -> str:
+    return choose_layout(plan, d, device, num_classes)
+
+
+RECIPE = Recipe("sgd", SGDOptions, needs_validation=True, train=train_sgd, streams=True, run_only=("cuda_graphs",),
+                seeded_heads=True, layout=_plan_layout)
 
 
 class SGDStep:

@@ -272,7 +272,8 @@ def _cka(args) -> int:
     bb_a = Backbone(args.model, pretrained=not args.random_init)
     bb_b = Backbone(args.model_b, pretrained=not args.random_init) if args.model_b else None
     data = datasets.load(args.dataset, args.split)
-    M, names_a, names_b = layer_cka(bb_a, data, args.layers, bb_b, args.layers_b, samples=args.samples,
+    M, names_a, names_b = layer_cka(bb_a, data, layers_a=args.layers, backbone_b=bb_b, layers_b=args.layers_b,
+                                    samples=args.samples,
                                     kernel=args.kernel, minibatch=args.minibatch, pool=args.pool, device=args.device,
                                     progress=not args.quiet)
     os.makedirs(args.out, exist_ok=True)

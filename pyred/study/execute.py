@@ -23,7 +23,7 @@ def head_init_seed(method: str, fraction: float, seed: int, tag: str = "") -> in
 
 def run_unit(cfg: StudyConfig, unit: Unit, data: LayerData, views: ViewCache, progress: bool) -> list[ResultRow]:
     from ..cka import subset_cka
-    from ..probes.layouts import choose_layout
+    from ..probes import RECIPES
 
     S, heads = unit.subsets, list(unit.heads)
     rows = [ResultRow(data.model, data.dataset, data.layer, unit.method, float(S.fractions[k]), int(S.seeds[k]),
@@ -40,12 +40,11 @@ def run_unit(cfg: StudyConfig, unit: Unit, data: LayerData, views: ViewCache, pr
             r.cka = float(values[k])
         return rows
     part = S[heads[0]:heads[-1] + 1]
-    options = cfg.options_for(data.model, data.dataset_name)  # the user's over the paper's defaults for the pair
-    if cfg.recipe == "sgd":
-        options["init_seeds"] = [head_init_seed(unit.method, r.fraction, r.seed) for r in rows]
-        # Same layout whatever the chunking: chosen from the whole plan.
-        num_classes = len(data.class_names) if data.class_names else int(np.max(data.y_train)) + 1
-        options.setdefault("layout", choose_layout(S, data.dim, torch.device(cfg.device or "cpu"), num_classes))
+    recipe = RECIPES[cfg.recipe]
+    num_classes = len(data.class_names) if data.class_names else int(np.max(data.y_train)) + 1
+    options = recipe.for_chunk(cfg.options_for(data.model, data.dataset_name),  # the user's over the paper's
+                               S, data.dim, torch.device(cfg.device or "cpu"), num_classes,
+                               [head_init_seed(unit.method, r.fraction, r.seed) for r in rows])
     X_val = None if data.X_val is None else views.apply(unit.view, data.X_val)
     y_val = None if data.y_val is None else np.asarray(data.y_val)
     with warnings.catch_warnings():  # a diverged head is recorded in its row and reported, not warned about here
@@ -62,12 +61,10 @@ def run_unit(cfg: StudyConfig, unit: Unit, data: LayerData, views: ViewCache, pr
 
 
 def _train(cfg, data, views, unit, part, options, X_val, y_val, progress):
-    from ..probes import train_probes
+    from ..probes import RECIPES, train_probes
 
     if data.stream is not None:  # protocol "paper": augmented batches through the backbone, all heads at once
-        from ..probes.sgd import SGDOptions
-
-        stream = data.stream(options.get("batch_size", SGDOptions.batch_size))
+        stream = data.stream(RECIPES[cfg.recipe].batch_size(options))
         return train_probes(stream, None, part, recipe=cfg.recipe, X_val=X_val, y_val=y_val, progress=progress,
                             **options)
     X_train = views.apply(unit.view, data.X_train)

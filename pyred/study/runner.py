@@ -126,9 +126,9 @@ def versions() -> dict:
     import timm
     import torch
 
-    from .._native import native_info
+    import pyred
 
-    info = native_info()
+    info = pyred.native_info()
     return {"pyred": __version__, "torch": torch.__version__, "timm": timm.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "cuda_kernels": info["cuda_device_usable"],
             "cpu_kernels": info["cpu_module"]}

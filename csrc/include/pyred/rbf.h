@@ -37,7 +37,4 @@ Status rbf_upper_sums_cpu(const double* K, int64_t n, double scale, const double
 Status rbf_median_sums_cpu(const double* K, int64_t n, double sigma, const double* M, double* median, double* sums,
                            double* rows);
 
-// The exponential rbf_upper_sums_cpu uses (x <= 0), exposed for its accuracy test.
-double exp_nonpositive_for_tests(double x);
-
 }  // namespace pyred
