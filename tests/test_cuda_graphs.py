@@ -14,7 +14,7 @@ import pyred
 from helpers.devices import DEVICES
 from pyred.probes import sgd
 from pyred.probes.cuda_graphs import GraphedStep
-from pyred.study.config import ConfigError, config_id, identity, load_config
+from pyred.study import ConfigError, config_id, identity, load_config
 
 
 class CpuReplay:

@@ -8,7 +8,7 @@ import pytest
 
 from pyred import paper
 from pyred.study.cli import main
-from pyred.study.config import config_id, identity, load_config
+from pyred.study import config_id, identity, load_config
 
 
 def one_error_line(capsys):
@@ -51,22 +51,22 @@ def test_the_paper_table_sets_each_pairs_options_and_grid(tmp_path):
     cfg = load_config(None, models=["resnet18.tv_in1k", "tf_efficientnet_lite0"], datasets=["flowers102", "digits"],
                       out=str(tmp_path))
     ident = identity(cfg)
-    pairs = ident["recipe_options_by_pair"]
+    pairs = ident.recipe_options_by_pair
     assert pairs["resnet18.tv_in1k|flowers102"]["epochs"] == 50
     assert pairs["resnet18.tv_in1k|flowers102"]["lr_step"] == 10
     assert pairs["resnet18.tv_in1k|digits"]["weight_decay"] == 5e-4  # the schedule alone differs there
     assert pairs["tf_efficientnet_lite0|flowers102"]["weight_decay"] == 1e-4
     assert "tf_efficientnet_lite0|digits" not in pairs  # the paper has nothing to say about it
-    assert ident["fractions"] == {"resnet18.tv_in1k": list(paper.RESNET18_GRID),
+    assert ident.fractions == {"resnet18.tv_in1k": list(paper.RESNET18_GRID),
                                   "tf_efficientnet_lite0": list(paper.MAIN_GRID)}
     assert cfg.options_for("resnet18.tv_in1k", "flowers102")["weight_decay"] == 1e-4
     # --epochs alone: the step follows it (4 epochs -> step 1), not the table's 10 of 50
     short = load_config(None, models=["resnet18"], datasets=["cifar10"], epochs=4, out=str(tmp_path))
     assert short.options_for("resnet18", "cifar10") == dict(epochs=4, weight_decay=5e-4, batch_size=256)
-    assert identity(short)["recipe_options"]["lr_step"] == 1 and "recipe_options_by_pair" not in identity(short)
+    assert identity(short).recipe_options["lr_step"] == 1 and identity(short).recipe_options_by_pair is None
     # a user value overrides the table, and a fixed grid overrides the model's
     mine = load_config(None, models=["resnet18"], datasets=["cifar10"], fractions=[0.1], out=str(tmp_path))
-    assert identity(mine)["fractions"] == [0.1]
+    assert identity(mine).fractions == [0.1]
 
 
 def test_workers_only_change_how_the_work_runs(tmp_path):
@@ -74,19 +74,17 @@ def test_workers_only_change_how_the_work_runs(tmp_path):
     assert identity(load_config(None, out=str(tmp_path), protocol="paper", num_workers=2)) == base
     # AMP changes the features, so it changes the configuration
     amp = identity(load_config(None, out=str(tmp_path), protocol="paper", amp=True))
-    assert amp["amp"] is True and config_id(amp) != config_id(base)
-    from pyred.study.config import describe_protocol
-
-    assert describe_protocol(amp).endswith("224 px, AMP)") and "AMP" not in describe_protocol(base)
+    assert amp.amp is True and config_id(amp) != config_id(base)
+    assert amp.describe_protocol().endswith("224 px, AMP)") and "AMP" not in base.describe_protocol()
 
 
 def test_the_default_configuration_keeps_its_id(tmp_path):
     """The protocol and the paper's table must not move configurations they do not touch: the default
     study had this id before they existed, and its stored results stay its results."""
     assert config_id(identity(load_config(None, out=str(tmp_path)))) == "2192c8408fd5"
-    assert "protocol" not in identity(load_config(None, out=str(tmp_path)))
+    assert "protocol" not in identity(load_config(None, out=str(tmp_path))).to_json()
     sized = identity(load_config(None, out=str(tmp_path), image_size=64))
-    assert sized["protocol"] == {"name": "features", "image_size": 64, "normalization": "model"}
+    assert sized.to_json()["protocol"] == {"name": "features", "image_size": 64, "normalization": "model"}
 
 
 @pytest.mark.parametrize("args, message", [

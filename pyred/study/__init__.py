@@ -1,8 +1,11 @@
 """The study application: configurations, sweeps, the results database, the report and the ``pyred`` command.
 
 Modules, in the order data flows through them:
-  config       the schema, validation and identity (digest) of a study configuration
-  npz          precomputed features files, checked from their headers
+  schema       a study's settings as typed objects (models, datasets, the configuration)
+  config       reading a configuration (TOML, the default, command-line overrides)
+  validate     checking a whole configuration before any work starts
+  identity     what changes a configuration's numbers, and its id
+  npz          precomputed features files, checked whole
   methods      subset methods (random, first, pca, pca-bottom, randproj, randproj-uniform)
   views        what a probe reads: the layer, or its PCA / random-projection coordinates
   data         the features of one (model, dataset), extracted or loaded
@@ -17,11 +20,13 @@ Modules, in the order data flows through them:
   cli          the ``pyred`` command
 """
 
-from .config import DatasetSpec, ModelSpec, StudyConfig, config_id, default_config, identity, load_config
+from .config import load_config
 from .errors import ConfigError, StudyError
+from .identity import ConfigIdentity, config_id, identity
+from .schema import DatasetSpec, ModelSpec, StudyConfig, default_config
 from .report import analyse_folder, write_report
 from .runner import run
 from .store import ResultStore
 
-__all__ = ["ConfigError", "DatasetSpec", "ModelSpec", "ResultStore", "StudyConfig", "StudyError", "analyse_folder", "config_id",
-           "default_config", "identity", "load_config", "run", "write_report"]
+__all__ = ["ConfigError", "ConfigIdentity", "DatasetSpec", "ModelSpec", "ResultStore", "StudyConfig", "StudyError",
+           "analyse_folder", "config_id", "default_config", "identity", "load_config", "run", "write_report"]

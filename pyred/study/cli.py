@@ -10,7 +10,7 @@ import os
 import sqlite3
 import sys
 
-from .config import describe_protocol
+from .identity import ConfigIdentity
 
 
 def _floats(text: str) -> list[float]:
@@ -153,8 +153,7 @@ def _report(args) -> int:
 
 def _export(args) -> int:
     from .._files import atomic_write
-    from .report import database
-    from .store import ResultStore, require_pyarrow
+    from .store import ResultStore, database, require_pyarrow
 
     store = ResultStore.read(database(args.dir))
     try:
@@ -214,8 +213,7 @@ def _check_export_targets(store, targets: list, force: bool) -> None:
 def _runs(args) -> int:
     import time
 
-    from .report import database
-    from .store import ResultStore, latest_with_results
+    from .store import ResultStore, database, latest_with_results
 
     store = ResultStore.read(database(args.dir))
     try:
@@ -239,22 +237,17 @@ def _runs(args) -> int:
     return 0
 
 
-def _what(ident: dict) -> str:
+def _what(ident: ConfigIdentity) -> str:
     """One line that tells configurations apart: models (with their file digests), data, recipe, grid,
     seeds, methods, protocol, CKA."""
-    models = ",".join(m["name"] + "".join(f" [{k.split('_')[0]} {m[k][:10]}]" for k in ("features_sha256",
-                                                                                         "weights_sha256")
-                                          if m.get(k))
-                      for m in ident["models"])
-    datasets = ",".join(d if isinstance(d, str) else f"{d['name']}({d.get('root', '')})" for d in ident["datasets"])
-    options = ", ".join(f"{k}={v}" for k, v in ident["recipe_options"].items() if v is not None)
-    ck = ident.get("cka")
-    cka = "" if not ck else f"; CKA {'debiased' if ck['debiased'] else 'biased'} on {ck['samples']}"
-    return (f"{models} on {datasets}; {ident['recipe']} {options}; {_grid_size(ident['fractions'])} fractions x "
-            f"seeds {ident['seeds']}; methods {ident['methods']}; protocol {describe_protocol(ident)}{cka}")
+    options = ", ".join(f"{k}={v}" for k, v in ident.recipe_options.items() if v is not None)
+    cka = "" if ident.cka is None else f"; {ident.cka.describe()}"
+    return (f"{','.join(m.describe() for m in ident.models)} on {','.join(d.describe() for d in ident.datasets)}; "
+            f"{ident.recipe} {options}; {_grid_size(ident.fractions)} fractions x seeds {ident.seeds}; methods "
+            f"{ident.methods}; protocol {ident.describe_protocol()}{cka}")
 
 
-def _grid_size(fractions) -> str:
+def _grid_size(fractions: list[float] | dict[str, list[float]]) -> str:
     if isinstance(fractions, dict):  # one grid per model
         return "/".join(str(len(g)) for g in fractions.values())
     return str(len(fractions))
@@ -267,7 +260,7 @@ def _cka(args) -> int:
     from .._files import atomic_write
     from ..backbones import Backbone
     from ..layer_cka import layer_cka
-    from .report import layer_cka_heatmap
+    from .plots import layer_cka_heatmap
 
     bb_a = Backbone(args.model, pretrained=not args.random_init)
     bb_b = Backbone(args.model_b, pretrained=not args.random_init) if args.model_b else None

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .._files import digest
-from .config import DatasetSpec, ModelSpec, StudyConfig
+from .schema import DatasetSpec, ModelSpec, StudyConfig
 from .distributed import Distributed
 from .npz import load_features_file
 

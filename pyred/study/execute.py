@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .._files import digest
-from .config import StudyConfig
+from .schema import StudyConfig
 from .data import LayerData
 from .plan import ResultRow, Unit
 from .views import ViewCache

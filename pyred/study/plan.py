@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._files import digest, sha256_parts
-from .config import StudyConfig
+from .schema import StudyConfig
 from .data import LayerData
 from .methods import METHODS
 from .views import View

@@ -16,15 +16,16 @@ import platform
 
 from .._version import __version__
 from . import spool
-from .config import StudyConfig, config_id, identity
+from .identity import ConfigIdentity, identity
+from .schema import StudyConfig
 from .data import load_layer_data
 from .distributed import Distributed
 from .errors import StudyError
 from .execute import run_unit
 from .lock import RunLock
 from .plan import plan_units
-from .report import analyse_folder, database, write_report
-from .store import ResultStore
+from .report import analyse_folder, write_report
+from .store import ResultStore, database
 from .views import ViewCache
 
 
@@ -39,7 +40,7 @@ def run(cfg: StudyConfig, progress: bool = True, wait: bool = True, say=print) -
     dist = Distributed.setup(cfg.device)
     out = os.path.abspath(cfg.out)
     ident = identity(cfg)
-    cid = config_id(ident)
+    cid = ident.id
     cfg = dataclasses.replace(cfg, device=dist.device_for(cfg.device),
                               head_chunks=max(cfg.head_chunks, dist.world))  # enough probe units for every rank
     lock = store = None
@@ -51,7 +52,7 @@ def run(cfg: StudyConfig, progress: bool = True, wait: bool = True, say=print) -
                 lock = RunLock(out, wait)
                 store = ResultStore(database(out))
                 spool.ingest(store, out)  # units other ranks finished before a kill
-                run_id = store.start_run(cid, ident, cfg.settings(), versions())
+                run_id = store.start_run(cid, ident.to_json(), cfg.settings(), versions())
                 status = ("ok", store.finished_units())
             except Exception as exc:  # every rank must learn that rank 0 stopped
                 status = ("error", f"{exc}")
@@ -87,15 +88,15 @@ def run(cfg: StudyConfig, progress: bool = True, wait: bool = True, say=print) -
     return out
 
 
-def _run_units(cfg: StudyConfig, cid: str, ident: dict, dist: Distributed, store: ResultStore | None,
+def _run_units(cfg: StudyConfig, cid: str, ident: ConfigIdentity, dist: Distributed, store: ResultStore | None,
                finished: set, shown: bool, say) -> int:
     """Every unit of every (model, dataset) not in ``finished`` that falls to this rank; returns how many
     units were skipped as finished. Rank 0 (``store``) records each pair's plan and commits each unit."""
     out = os.path.abspath(cfg.out)
     skipped = 0
-    for mi, (model, model_ident) in enumerate(zip(cfg.models, ident["models"])):
+    for mi, (model, model_ident) in enumerate(zip(cfg.models, ident.models)):
         for di, dataset in enumerate(cfg.datasets):
-            data = load_layer_data(cfg, model, dataset, dist, shown, model_ident.get("features_sha256"))
+            data = load_layer_data(cfg, model, dataset, dist, shown, model_ident.features_sha256)
             views = ViewCache(data.X_train)
             units = plan_units(cfg, cid, data)
             if store is not None:  # (model i, dataset j): names may repeat, places do not

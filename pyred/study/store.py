@@ -4,7 +4,7 @@ Tables (schema version ``SCHEMA_VERSION``, tagged with ``APPLICATION_ID`` so a
 foreign or older database is refused, not misread):
 
 * ``configs``: one row per configuration (its id is the digest of its
-  canonical identity, see :mod:`pyred.study.config`), with that identity and
+  canonical identity, see :mod:`pyred.study.identity`), with that identity and
   when it last ran;
 * ``runs``: every ``pyred run``: its configuration, all its settings, versions,
   when it finished, or the error that stopped it;
@@ -40,6 +40,7 @@ from typing import IO, Any, Iterable
 from urllib.parse import quote
 
 from .errors import StudyError
+from .identity import ConfigIdentity
 from .plan import ResultRow
 
 SCHEMA_VERSION = 3
@@ -95,7 +96,7 @@ class ConfigInfo:
     dataset) pairs planned so far (``pairs_planned`` of ``pairs``); ``units_done`` those finished."""
 
     id: str
-    identity: dict
+    identity: ConfigIdentity
     first_run: float
     last_run: float
     rows: int
@@ -107,7 +108,7 @@ class ConfigInfo:
 
     @property
     def pairs(self) -> int:
-        return len(self.identity.get("models", [])) * len(self.identity.get("datasets", []))
+        return self.identity.pairs
 
     @property
     def complete(self) -> bool:
@@ -135,6 +136,11 @@ class ConfigInfo:
         if self.runs:
             text += f"; last run {self.runs[-1].status}"
         return text
+
+
+def database(out: str) -> str:
+    """The results database of the study folder ``out``."""
+    return os.path.join(out, "results.sqlite")
 
 
 def writable(folder: str) -> bool:
@@ -320,7 +326,8 @@ class ResultStore:
         runs: dict[str, list] = {}
         for cid, *info in self.db.execute("SELECT config_id, id, started_at, finished_at, error FROM runs ORDER BY id"):
             runs.setdefault(cid, []).append(RunInfo(*info))
-        return [ConfigInfo(i, json.loads(ident), f, last, n, runs.get(i, []), done, planned, pairs, recorded)
+        return [ConfigInfo(i, ConfigIdentity.from_json(json.loads(ident)), f, last, n, runs.get(i, []), done, planned,
+                           pairs, recorded)
                 for i, ident, f, last, n, done, planned, pairs, recorded in cur]
 
     def resolve(self, config: str | None = None, all_configs: bool = False) -> list[str]:

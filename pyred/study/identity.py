@@ -1,0 +1,219 @@
+"""A study configuration's identity: everything that changes its numbers, typed, and its id.
+
+:func:`identity` maps a :class:`~pyred.study.schema.StudyConfig` to a
+:class:`ConfigIdentity` -- the grid, methods, recipe and every option after
+defaults, CKA settings, models with the digests of their features and weights
+files, datasets, protocol -- and its ``id`` is a digest of ``to_json()``: the key
+under which the results database keeps a configuration's rows. Settings that
+only change how the work runs (output folder, device, batch size, cache folder,
+head chunks, workers, report) are not part of it. Optional parts are left out of
+the JSON when they hold their default, so configurations that predate them keep
+their ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._files import digest, sha256_file
+
+if TYPE_CHECKING:
+    from .schema import StudyConfig
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """A model by name, layer and pooling, with the sha256 of its features file, or whether it is
+    pretrained and the sha256 of its weights file."""
+
+    name: str
+    layer: str
+    pool: str
+    features_sha256: str | None = None
+    pretrained: bool | None = None
+    weights_sha256: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "layer": self.layer, "pool": self.pool}
+        if self.features_sha256 is not None:
+            out["features_sha256"] = self.features_sha256
+        else:
+            out.update(pretrained=self.pretrained, weights_sha256=self.weights_sha256)
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ModelIdentity:
+        return cls(d["name"], d.get("layer", "penultimate"), d.get("pool", "avg"), d.get("features_sha256"),
+                   d.get("pretrained"), d.get("weights_sha256"))
+
+    def describe(self) -> str:
+        """The name, with a short digest of its features or weights file."""
+        files = [f" [{kind} {sha[:10]}]" for kind, sha in (("features", self.features_sha256),
+                                                            ("weights", self.weights_sha256)) if sha]
+        return self.name + "".join(files)
+
+
+@dataclass(frozen=True)
+class DatasetIdentity:
+    name: str
+    root: str | None = None  # the folder's absolute path, for datasets given with one
+
+    def to_json(self) -> Any:
+        return self.name if self.root is None else {"name": self.name, "root": self.root}
+
+    @classmethod
+    def from_json(cls, d: Any) -> DatasetIdentity:
+        return cls(d) if isinstance(d, str) else cls(d["name"], d.get("root"))
+
+    def describe(self) -> str:
+        return self.name if self.root is None else f"{self.name}({self.root})"
+
+
+@dataclass(frozen=True)
+class CKAIdentity:
+    samples: int
+    debiased: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"enabled": True, "samples": self.samples, "debiased": self.debiased}
+
+    def describe(self) -> str:
+        return f"CKA on {self.samples} test samples ({'debiased' if self.debiased else 'biased'})"
+
+
+@dataclass(frozen=True)
+class ProtocolIdentity:
+    """How the probes saw the training images (see :data:`pyred.study.schema.PROTOCOLS`)."""
+
+    name: str
+    image_size: int | None
+    normalization: str
+    views: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "image_size": self.image_size, "normalization": self.normalization}
+        if self.views is not None:
+            out["views"] = self.views
+        return out
+
+
+@dataclass(frozen=True)
+class ConfigIdentity:
+    """Everything that changes a study's numbers. ``recipe_options``: every option of the recipe after
+    defaults (run-only ones left out); ``recipe_options_by_pair``: where the paper's per-(model, dataset)
+    defaults change them, the options of each "model|dataset"; ``fractions``: one grid, or one per model."""
+
+    models: tuple[ModelIdentity, ...]
+    datasets: tuple[DatasetIdentity, ...]
+    fractions: list[float] | dict[str, list[float]]
+    seeds: list[int]
+    methods: list[str]
+    full_layer_seed: int
+    recipe: str
+    recipe_options: dict[str, Any]
+    cka: CKAIdentity | None = None
+    recipe_options_by_pair: dict[str, dict[str, Any]] | None = None
+    amp: bool = False
+    protocol: ProtocolIdentity | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The canonical plain form (what is digested, and stored in the database)."""
+        out: dict[str, Any] = {
+            "models": [m.to_json() for m in self.models], "datasets": [d.to_json() for d in self.datasets],
+            "fractions": self.fractions, "seeds": self.seeds, "methods": self.methods,
+            "full_layer_seed": self.full_layer_seed, "recipe": self.recipe, "recipe_options": self.recipe_options,
+            "cka": None if self.cka is None else self.cka.to_json(),
+        }
+        if self.recipe_options_by_pair:
+            out["recipe_options_by_pair"] = self.recipe_options_by_pair
+        if self.amp:
+            out["amp"] = True
+        if self.protocol is not None:
+            out["protocol"] = self.protocol.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ConfigIdentity:
+        cka, protocol = d.get("cka"), d.get("protocol")
+        return cls(
+            tuple(ModelIdentity.from_json(m) for m in d.get("models", [])),
+            tuple(DatasetIdentity.from_json(x) for x in d.get("datasets", [])),
+            d.get("fractions", []), d.get("seeds", []), d.get("methods", []), d.get("full_layer_seed", 2),
+            d.get("recipe", "sgd"), d.get("recipe_options", {}),
+            None if not cka else CKAIdentity(cka["samples"], cka["debiased"]),
+            d.get("recipe_options_by_pair"), bool(d.get("amp", False)),
+            None if not protocol else ProtocolIdentity(protocol["name"], protocol.get("image_size"),
+                                                       protocol.get("normalization", "model"), protocol.get("views")))
+
+    @property
+    def id(self) -> str:
+        """The short digest that keys the configuration in the results database."""
+        return digest(self.to_json(), 12)
+
+    @property
+    def pairs(self) -> int:
+        """(model, dataset) pairs of the study."""
+        return len(self.models) * len(self.datasets)
+
+    @property
+    def protocol_name(self) -> str:
+        return self.protocol.name if self.protocol is not None else "features"
+
+    def describe_protocol(self) -> str:
+        """The protocol, for people (the report's heading, ``pyred runs``)."""
+        p = self.protocol
+        amp = ", AMP" if self.amp else ""
+        if p is None:
+            return f"features (clean features extracted once; the model's own eval transform{amp})"
+        how = (f"{p.image_size} px" + ("" if p.normalization == "model" else f", {p.normalization} normalisation")
+               + amp)
+        if p.name == "features":
+            return f"features (clean features extracted once; Resize + CenterCrop, {how})"
+        if p.name == "views":
+            return f"views ({p.views} augmented views per training image, extracted once; {how})"
+        return f"paper (freshly augmented training images through the backbone at every step; {how})"
+
+    def describe_options(self) -> str:
+        """The recipe's options, and where the paper's per-pair defaults change them."""
+        opts = ", ".join(f"{k}={v}" for k, v in self.recipe_options.items() if v is not None)
+        if self.recipe_options_by_pair:
+            opts += "; per model|dataset: " + "; ".join(
+                f"{pair}: " + ", ".join(f"{k}={v}" for k, v in o.items()
+                                        if v is not None and self.recipe_options.get(k) != v)
+                for pair, o in self.recipe_options_by_pair.items())
+        return opts
+
+
+def identity(cfg: StudyConfig) -> ConfigIdentity:
+    """The identity of a configuration (files are digested here)."""
+    from ..probes import RECIPES
+
+    recipe = RECIPES[cfg.recipe]
+    options = recipe.identity_options(cfg.recipe_options)
+    models = tuple(ModelIdentity(m.name, m.layer, m.pool, features_sha256=sha256_file(m.features)) if m.features
+                   else ModelIdentity(m.name, m.layer, m.pool, pretrained=m.pretrained,
+                                      weights_sha256=sha256_file(m.weights) if m.weights else None)
+                   for m in cfg.models)
+    grids = {m.name: sorted(set(cfg.fractions_for(m.name))) for m in cfg.models}
+    one_grid = len({tuple(g) for g in grids.values()}) == 1
+    pairs = {}
+    for m in cfg.models:
+        for d in cfg.datasets:
+            resolved = recipe.identity_options(cfg.options_for(m.name, d.name))
+            if resolved != options:
+                pairs[f"{m.name}|{d.label}"] = resolved
+    protocol = None
+    if cfg.protocol != "features" or cfg.image_size is not None:
+        protocol = ProtocolIdentity(cfg.protocol, cfg.eval_size(), cfg.normalization,
+                                    cfg.views if cfg.protocol == "views" else None)
+    return ConfigIdentity(
+        models, tuple(DatasetIdentity(d.name, d.identity_root) for d in cfg.datasets),
+        next(iter(grids.values())) if one_grid else grids, sorted(set(cfg.seeds)), sorted(set(cfg.methods)),
+        cfg.full_layer_seed, cfg.recipe, options,
+        CKAIdentity(cfg.cka_samples, cfg.cka_debiased) if cfg.cka else None, pairs or None, cfg.amp, protocol)
+
+
+def config_id(ident: ConfigIdentity) -> str:
+    """The short digest that keys a configuration in the results database (``ident.id``)."""
+    return ident.id

@@ -1,0 +1,224 @@
+"""A study's settings as typed objects: the models, the datasets, and the configuration itself.
+
+Every field of :class:`StudyConfig` carries the check that turns a raw value (from a
+TOML file or the command line) into its canonical form, or raises ConfigError
+naming the setting; :mod:`pyred.study.config` reads and checks whole files,
+:mod:`pyred.study.validate` checks a whole configuration against the machine,
+the registries and the files it names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, get_args
+
+from .. import _checks as check
+from ..backbones import POOLS
+from .errors import ConfigError
+
+# How probes see the training images: "features" -- clean features extracted once (cached);
+# "views" -- V augmented views per image extracted once (cached), the cheap approximation;
+# "paper" -- the paper's own: freshly augmented images through the backbone at every step.
+Protocol = Literal["features", "views", "paper"]
+Normalization = Literal["model", "imagenet", "half"]
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
+NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of a study: a timm name (pretrained, or ``weights`` from a local file), or a label
+    for precomputed ``features`` (.npz with X_train, y_train, X_test, y_test[, X_val, y_val, class_names])."""
+
+    name: str
+    features: str | None = None
+    pretrained: bool = True
+    weights: str | None = None
+    layer: str = "penultimate"
+    pool: str = "avg"
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> "ModelSpec":
+        if isinstance(raw, str):
+            return cls(raw)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: a model is a timm name or a table, got {raw!r}")
+        unknown_keys(raw, [f.name for f in dataclasses.fields(cls)], where)
+        if "name" not in raw:
+            raise ConfigError(f"{where}: a model table needs a name, got {raw!r}")
+        spec = cls(**raw)
+        _guard(lambda: check.string(spec.name, f"{where}.name"))
+        for key in ("features", "weights"):
+            if getattr(spec, key) is not None:
+                _guard(lambda: check.string(getattr(spec, key), f"{where}.{key}"))
+        _guard(lambda: check.boolean(spec.pretrained, f"{where}.pretrained"))
+        _guard(lambda: check.string(spec.layer, f"{where}.layer"))
+        _guard(lambda: check.choice(spec.pool, f"{where}.pool", POOLS))
+        return spec
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset of a study: a registered name (``pyred.datasets.available()``), with ``root`` the folder
+    that holds it where the loader needs one ("folder": root/<split>/<class>/<image>)."""
+
+    name: str
+    root: str | None = None
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> "DatasetSpec":
+        if isinstance(raw, DatasetSpec):
+            return raw
+        if isinstance(raw, str):
+            return cls(raw)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: a dataset is a name or a table {{ name = ..., root = ... }}, got {raw!r}")
+        unknown_keys(raw, [f.name for f in dataclasses.fields(cls)], where)
+        if "name" not in raw:
+            raise ConfigError(f"{where}: a dataset table needs a name, got {raw!r}")
+        spec = cls(**raw)
+        _guard(lambda: check.string(spec.name, f"{where}.name"))
+        if spec.root is not None:
+            _guard(lambda: check.string(spec.root, f"{where}.root"))
+        return spec
+
+    @property
+    def label(self) -> str:
+        """The dataset's name in results and reports (with its folder when it has one)."""
+        return self.name if self.root is None else f"{self.name}@{self.root}"
+
+    @property
+    def identity_root(self) -> str | None:
+        """The folder as the configuration's identity holds it: its absolute path."""
+        return None if self.root is None else os.path.abspath(self.root)
+
+
+# -- settings: each field of StudyConfig carries the check that turns a raw (TOML / command-line) value
+# into its canonical form, or raises ConfigError naming the setting -------------------------------------
+Check = Callable[[Any, str], Any]
+
+
+def _each(one: Check) -> Check:
+    return lambda v, key: tuple(one(x, key) for x in as_list(v, key))
+
+
+def _optional(one: Check) -> Check:
+    return lambda v, key: None if v is None else one(v, key)
+
+
+def _number(lo: float, hi: float) -> Check:
+    return lambda v, key: _guard(lambda: check.number(v, key, min=lo, max=hi))
+
+
+def _integer(lo: int) -> Check:
+    return lambda v, key: _guard(lambda: check.integer(v, key, min=lo))
+
+
+def _choice(options: tuple[str, ...]) -> Check:
+    return lambda v, key: _guard(lambda: check.choice(v, key, options))
+
+
+def _string(v: Any, key: str) -> str:
+    return _guard(lambda: check.string(v, key))
+
+
+def _boolean(v: Any, key: str) -> bool:
+    return _guard(lambda: check.boolean(v, key))
+
+
+def _table(v: Any, key: str) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise ConfigError(f"{key}: expected a table ([{key}] in TOML), got {v!r}")
+    return dict(v)
+
+
+def setting(default: Any, parse: Check, *, factory: Callable[[], Any] | None = None) -> Any:
+    """A StudyConfig field whose raw values go through ``parse``."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"parse": parse})
+    return field(default=default, metadata={"parse": parse})
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A study: models x datasets x methods x fractions x seeds, through CKA and probes.
+
+    The fields below ``full_layer_seed`` only change how the work runs, not its numbers.
+    """
+
+    models: tuple[ModelSpec, ...]
+    datasets: tuple[DatasetSpec, ...]
+    # None: each model's grid from pyred.paper (the paper's main grid for models it did not use)
+    fractions: tuple[float, ...] | None = setting(None, _optional(_each(_number(0, 1))))
+    seeds: tuple[int, ...] = setting((1, 2, 3, 4, 5), _each(_integer(0)))
+    methods: tuple[str, ...] = setting(("random",), _each(_string))
+    recipe: str = setting("sgd", _string)
+    recipe_options: dict[str, Any] = setting(None, _table, factory=dict)
+    protocol: Protocol = setting("features", _choice(PROTOCOLS))
+    views: int = setting(5, _integer(1))
+    image_size: int | None = setting(None, _optional(_integer(8)))  # None: "features" uses the model's own
+    normalization: Normalization = setting("model", _choice(NORMALIZATIONS))  # eval transform, the others 224
+    amp: bool = setting(False, _boolean)  # the backbone under autocast (bfloat16 on the CPU, float16 on CUDA)
+    cka: bool = setting(True, _boolean)
+    cka_samples: int = setting(1000, _integer(2))
+    cka_debiased: bool = setting(False, _boolean)
+    full_layer_seed: int = setting(2, _integer(0))
+    out: str = setting("pyred-run", _string)
+    device: str | None = setting(None, _optional(_string))
+    batch_size: int | None = setting(None, _optional(_integer(1)))
+    cache_dir: str | None = setting(None, _optional(_string))
+    head_chunks: int = setting(1, _integer(1))
+    num_workers: int = setting(0, _integer(0))  # DataLoader workers decoding (and, on the CPU, augmenting) images
+    report: bool = setting(True, _boolean)
+
+    def fractions_for(self, model: str) -> tuple[float, ...]:
+        """The fraction grid for ``model``: the configured one, else the paper's for that model."""
+        from ..paper import fraction_grid
+
+        return self.fractions if self.fractions is not None else fraction_grid(model)
+
+    def options_for(self, model: str, dataset: str) -> dict[str, Any]:
+        """The recipe options for (model, dataset): the user's over the paper's defaults for the pair."""
+        from ..paper import resolve_options
+
+        return resolve_options(model, dataset, self.recipe, self.recipe_options)
+
+    def eval_size(self) -> int | None:
+        """The paper's Resize + CenterCrop size for clean images, or None for the model's own transform."""
+        return self.image_size if self.image_size is not None or self.protocol == "features" else 224
+
+    def settings(self) -> dict[str, Any]:
+        """Everything, as plain data (for the runs table)."""
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(StudyConfig)}
+
+
+def default_config() -> StudyConfig:
+    """The built-in default: offline pretrained EfficientNet-Lite0 on scikit-learn's digits,
+    the paper's fraction grid, 5 seeds plus the full layer, every stage."""
+    return StudyConfig(models=(ModelSpec("tf_efficientnet_lite0"),), datasets=(DatasetSpec("digits"),))
+
+
+def _guard(fn, prefix: str | None = None):
+    """fn(), with a ValueError/TypeError from a check turned into a ConfigError."""
+    try:
+        return fn()
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{prefix}: {exc}" if prefix else str(exc)) from None
+
+
+def unknown_keys(raw: dict[str, Any], known: list[str], where: str) -> None:
+    """ConfigError naming the first key of ``raw`` not in ``known`` (with a close-match hint)."""
+    _guard(lambda: check.unknown_keys(raw, known, where))
+
+
+def as_list(v: Any, key: str) -> list[Any]:
+    if isinstance(v, (str, bytes, dict)) or not isinstance(v, (list, tuple)):
+        raise ConfigError(f"{key}: expected a list, got {v!r}")
+    return list(v)

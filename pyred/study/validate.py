@@ -1,0 +1,167 @@
+"""Checks a whole study configuration before any work starts, one part at a time.
+
+Each check raises :class:`ConfigError` with one line naming the setting and
+what was expected: the models (timm names, tags, weights and features files),
+the datasets, the device, the grid, the protocol, the recipe and its options,
+the CKA settings, and whether the output folder can be written.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .. import _checks as check
+from .schema import DatasetSpec, ModelSpec, StudyConfig
+from .errors import ConfigError
+from .npz import check_features_file
+
+
+def validate(cfg: StudyConfig) -> None:
+    """Raises ConfigError (one line) for anything that would fail later; creates ``cfg.out``."""
+    check_models(cfg.models)
+    check_datasets(cfg.datasets, cfg.models)
+    check_device(cfg.device)
+    check_grid(cfg)
+    check_protocol(cfg)
+    check_recipe(cfg)
+    if cfg.cka_debiased and cfg.cka_samples < 4:
+        raise ConfigError(f"cka_samples: the debiased estimator needs at least 4 samples, got {cfg.cka_samples}")
+    ensure_writable(cfg.out)
+
+
+def check_models(models: tuple[ModelSpec, ...]) -> None:
+    if not models:
+        raise ConfigError("models: the study has no model")
+    names: set[str] | None = None
+    for m in models:
+        if m.features:
+            check_features_file(m.features)
+            continue
+        if names is None:
+            import timm
+
+            names = set(timm.list_models())
+        arch = m.name.partition(".")[0]
+        if arch not in names:
+            close = check.did_you_mean(arch, names)
+            raise ConfigError(f"model: {m.name!r} is not a timm model{close} (see timm.list_models())")
+        from ..backbones import check_model_name
+
+        try:
+            check_model_name(m.name)
+        except ValueError as exc:
+            raise ConfigError(f"model: {exc}") from None
+        if m.weights is not None and not os.path.isfile(m.weights):
+            raise ConfigError(f"weights: no such file {m.weights}")
+
+
+def check_datasets(datasets: tuple[DatasetSpec, ...], models: tuple[ModelSpec, ...]) -> None:
+    from .. import datasets as registry
+
+    if not datasets:
+        raise ConfigError("datasets: the study has no dataset")
+    for d in datasets:
+        if d.name == "features":
+            continue
+        if d.name not in registry.available():
+            raise ConfigError(f"dataset: unknown {d.name!r}{check.did_you_mean(d.name, registry.available())}; "
+                              f"available: {registry.available()}")
+        if d.root is not None and not os.path.isdir(d.root):
+            raise ConfigError(f"datasets: {d.name}'s root {d.root} is not a folder")
+        if d.name == "folder" and d.root is None:
+            raise ConfigError("datasets: 'folder' needs its root: datasets = [{ name = \"folder\", root = \"DIR\" }] "
+                              "in the TOML, or --data-root DIR (DIR/<split>/<class>/<image>)")
+    names = [d.name for d in datasets]
+    if "features" in names and not all(m.features for m in models):
+        raise ConfigError("datasets: 'features' goes with --features/.npz models only")
+    if any(m.features for m in models) and names != ["features"]:
+        raise ConfigError("datasets: models given as features files take datasets = [\"features\"]")
+
+
+def check_device(device: str | None) -> None:
+    """ConfigError unless ``device`` is None, "cpu", or a CUDA device this machine has."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device: {device!r} is not a device; expected cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device: {device!r}: pyred runs on cpu or cuda (cuda:N)")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {device!r}, but torch sees no CUDA device on this machine (torch "
+                              f"{torch.__version__}); use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"device: {device!r}, but this machine has {count} CUDA device(s): cuda:0 to "
+                              f"cuda:{count - 1}")
+
+
+def check_grid(cfg: StudyConfig) -> None:
+    from .methods import METHODS
+
+    if cfg.fractions is not None and not cfg.fractions:
+        raise ConfigError("fractions: the grid is empty")
+    if not cfg.seeds:
+        raise ConfigError("seeds: no seed given")
+    if not cfg.methods:
+        raise ConfigError("methods: no method given")
+    for m in cfg.methods:
+        if m not in METHODS:
+            raise ConfigError(f"methods: unknown {m!r}{check.did_you_mean(m, METHODS)}; expected some of "
+                              f"{list(METHODS)}")
+
+
+def check_protocol(cfg: StudyConfig) -> None:
+    from .methods import METHODS
+
+    if cfg.views != 5 and cfg.protocol != "views":
+        raise ConfigError(f"views: only protocol 'views' uses views (protocol is {cfg.protocol!r}); set "
+                          "protocol = \"views\" or drop views")
+    if cfg.protocol == "features":
+        return
+    if any(m.features for m in cfg.models):
+        raise ConfigError(f"protocol: {cfg.protocol!r} runs the backbone on images; models given as features "
+                          "files take protocol = \"features\"")
+    if cfg.protocol == "paper":
+        if cfg.recipe != "sgd":
+            raise ConfigError(f"recipe: protocol 'paper' trains on a stream of augmented batches, which only "
+                              f"'sgd' reads; got recipe {cfg.recipe!r}")
+        with_views = [m for m in cfg.methods if METHODS[m].needs_train_features]
+        if with_views:
+            raise ConfigError(f"methods: {with_views} fit a basis on the training features, which protocol "
+                              "'paper' never holds; use protocol 'features' or 'views'")
+
+
+def check_recipe(cfg: StudyConfig) -> None:
+    from ..probes import RECIPES
+
+    if cfg.recipe not in RECIPES:
+        raise ConfigError(f"recipe: unknown {cfg.recipe!r}{check.did_you_mean(cfg.recipe, RECIPES)}; expected one of "
+                          f"{sorted(RECIPES)}")
+    if "init_seeds" in cfg.recipe_options:
+        raise ConfigError("recipe_options: init_seeds is set per head by the study (from its method, fraction "
+                          "and seed); remove it")
+    try:
+        RECIPES[cfg.recipe].parse_options(cfg.recipe_options)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"recipe_options: {exc}") from None
+    if cfg.recipe_options.get("cuda_graphs") is True and not str(cfg.device or "cpu").startswith("cuda"):
+        raise ConfigError(f"recipe_options: cuda_graphs replays the probe step as CUDA graphs, which needs device = "
+                          f"\"cuda\"; the device is {cfg.device or 'cpu'!r}")
+
+
+def ensure_writable(out: str) -> None:
+    """Creates the study folder ``out`` if needed, and checks a file can be written there."""
+    folder = os.path.abspath(out)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".pyred-write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as exc:
+        raise ConfigError(f"out: cannot write to {folder} ({exc.strerror or exc})") from None
