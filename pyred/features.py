@@ -18,6 +18,7 @@ memory-maps the arrays, and recomputes (with a warning) anything corrupt.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -122,51 +123,93 @@ def extract_features(backbone, dataset, *, batch_size: int | None = None, device
     views = check.integer(views, "views", min=1)
     seed = check.integer(seed, "seed", min=0)
     image_size = check.integer(image_size, "image_size", min=1)
-    if augment is None:
-        if views > 1:
-            raise ValueError(f"views: {views} views of clean images would all be the same; pass augment='paper' "
-                             "(or a callable) for augmented views")
-        transform, tid = _resolve_transform(backbone, transform, transform_id, cache_dir is not None,
-                                            dict(size=image_size, normalization=normalization))
-        data = dataset.with_transform(transform) if hasattr(dataset, "with_transform") else dataset
-    else:
-        augmentation, tid = _augment(backbone, augment, transform_id, image_size, normalization, cache_dir is not None)
-        data = SeededImages(dataset, augmentation, seed, views)
+    data, tid = _images(backbone, dataset, transform, transform_id, augment, views, seed, image_size, normalization,
+                        caching=cache_dir is not None)
     dev = torch.device(device) if device is not None else next(backbone.parameters()).device
     backbone = backbone.to(dev).eval()
     if batch_size is None:
         batch_size = 128 if dev.type == "cuda" else 16
-    meta = {
-        "format": CACHE_FORMAT,
-        "model": getattr(backbone, "name", type(backbone).__name__),
-        "weights": backbone.weights_digest() if hasattr(backbone, "weights_digest") else "unknown",
-        "weights_source": getattr(backbone, "weights_source", "unknown"),
-        "layer": getattr(backbone, "layer", "penultimate"),
-        "pool": getattr(backbone, "pool", None),
-        "dim": int(getattr(backbone, "dim", 0)),
-        "transform": tid,
-        "dataset": dataset.name,
-        "split": dataset.split,
-        "n": len(dataset),
-        "amp": bool(amp),
-        "pyred": __version__,
-    }
-    if augment is not None:  # (absent otherwise: clean extractions keep their cache keys)
-        meta.update(views=views, augment_seed=seed, images=len(dataset), n=len(data))
-    if cache_dir is not None:
-        meta["content"] = _content(dataset)
-    key = digest(meta, 20)
+    key = CacheKey.of(backbone, dataset, data, tid, amp, views if augment is not None else None, seed,
+                      _content(dataset) if cache_dir is not None else None)
     run = _Runner(backbone, data, batch_size, dev, num_workers, amp, progress)
     classes = list(dataset.classes)
     if cache_dir is None:
-        X = run.features(0, len(data), desc=f"features {meta['model']} {dataset.describe()}")
-        return FeatureSet(X, np.asarray(data.targets, dtype=np.int64), classes, {**meta, "cache": "none"}, None)
-    folder = os.path.join(os.path.expanduser(os.fspath(cache_dir)), _slug(f"{meta['model']}-{dataset.name}-{dataset.split}"), key)
+        X = run.features(0, len(data), desc=f"features {key.model} {dataset.describe()}")
+        return FeatureSet(X, np.asarray(data.targets, dtype=np.int64), classes, {**key.to_json(), "cache": "none"})
+    folder = os.path.join(os.path.expanduser(os.fspath(cache_dir)), _slug(f"{key.model}-{dataset.name}-{dataset.split}"),
+                          key.digest)
     os.makedirs(folder, exist_ok=True)
     cached = _load_complete(folder)
     if cached is not None:
         return cached
-    return _extract_to_cache(folder, run, data, meta, classes, chunk_size)
+    return _extract_to_cache(folder, run, data, key.to_json(), classes, chunk_size)
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Everything that determines the rows of a FeatureSet; its digest names the cache folder.
+
+    model, weights (the digest of the state dict), weights_source, layer, pool, dim: the backbone;
+    transform: what identifies the transform or augmentation; dataset, split, n (rows): the images;
+    amp; pyred's version; with an augmentation, views, augment_seed and images (n = views x images);
+    with a cache, content (:meth:`pyred.datasets.LabeledImages.content_id`).
+    """
+
+    model: str
+    weights: str
+    weights_source: str
+    layer: str
+    pool: str | None
+    dim: int
+    transform: str
+    dataset: str
+    split: str
+    n: int
+    amp: bool
+    pyred: str = __version__
+    views: int | None = None
+    augment_seed: int | None = None
+    images: int | None = None
+    content: str | None = None
+
+    @classmethod
+    def of(cls, backbone: Any, dataset: Any, data: Any, transform: str, amp: bool, views: int | None, seed: int,
+           content: str | None) -> CacheKey:
+        """The key of ``data`` (the images as they go through the backbone) drawn from ``dataset``; ``views``:
+        None for clean images, else the views per image of an augmentation under ``seed``."""
+        augmented = dict(views=views, augment_seed=seed, images=len(dataset)) if views is not None else {}
+        return cls(getattr(backbone, "name", type(backbone).__name__),
+                   backbone.weights_digest() if hasattr(backbone, "weights_digest") else "unknown",
+                   getattr(backbone, "weights_source", "unknown"), getattr(backbone, "layer", "penultimate"),
+                   getattr(backbone, "pool", None), int(getattr(backbone, "dim", 0)), transform, dataset.name,
+                   dataset.split, len(data), bool(amp), content=content, **augmented)
+
+    def to_json(self) -> dict[str, Any]:
+        """The key as plain data (meta.json; the optional parts are absent when unset, so a clean
+        extraction's key is what it was before augmentations existed)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items()
+               if v is not None or k not in ("views", "augment_seed", "images", "content")}
+        out["format"] = CACHE_FORMAT
+        return out
+
+    @property
+    def digest(self) -> str:
+        return digest(self.to_json(), 20)
+
+
+def _images(backbone: Any, dataset: Any, transform: Any, transform_id: str | None, augment: Any, views: int,
+            seed: int, image_size: int, normalization: Any, caching: bool) -> tuple[Any, str]:
+    """(the dataset as the backbone sees it -- transformed, or ``views`` seeded augmented passes --, the
+    string that identifies what was done to the images)."""
+    if augment is None:
+        if views > 1:
+            raise ValueError(f"views: {views} views of clean images would all be the same; pass augment='paper' "
+                             "(or a callable) for augmented views")
+        transform, tid = _resolve_transform(backbone, transform, transform_id, caching,
+                                            dict(size=image_size, normalization=normalization))
+        return (dataset.with_transform(transform) if hasattr(dataset, "with_transform") else dataset), tid
+    augmentation, tid = _augment(backbone, augment, transform_id, image_size, normalization, caching)
+    return SeededImages(dataset, augmentation, seed, views), tid
 
 
 def _content(dataset) -> str:

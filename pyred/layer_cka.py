@@ -12,7 +12,7 @@ over minibatches, for any number of samples.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -103,76 +103,97 @@ def layer_cka(backbone_a, dataset, *, layers_a: Sequence[str] | None = None, bac
     Returns:
       (matrix (L_a, L_b) float64 CPU tensor, names_a, names_b).
     """
-    from .progress import progress_bar
-
     kernel = check.choice(kernel, "kernel", KERNELS)
     sigma = check.number(sigma, "sigma", min=0, min_exclusive=True)
     samples = check.integer(samples, "samples", min=4)
     minibatch = check.optional_integer(minibatch, "minibatch", min=4)
     batch_size = check.integer(batch_size, "batch_size", min=1)
     check.choice(pool, "pool", ("flatten", "avg", "cls"))
+    if not (transform == "backbone" or callable(transform)):
+        raise TypeError(f"transform: expected 'backbone' or a callable, got {transform!r}")
     same = backbone_b is None
-    backbone_b = backbone_a if same else backbone_b
     mods_a = _modules(backbone_a, layers_a, "layers_a")
-    mods_b = mods_a if same and layers_b is None else _modules(backbone_b, layers_b, "layers_b")
-    names_a, names_b = [n for n, _ in mods_a], [n for n, _ in mods_b]
-    dev = torch.device(device) if device is not None else next(backbone_a.parameters()).device
+    mods_b = mods_a if same and layers_b is None else _modules(backbone_a if same else backbone_b, layers_b,
+                                                                "layers_b")
     n = min(samples, len(dataset))
     if n < 4:
         raise ValueError(f"dataset: layer CKA needs at least 4 samples, got {n}")
-    step = minibatch or batch_size
     # One network: one pass hooks the layers of both lists.
     nets = [(backbone_a, list(dict(mods_a + mods_b).items()))] if same else [(backbone_a, mods_a), (backbone_b, mods_b)]
-    if not (transform == "backbone" or callable(transform)):
-        raise TypeError(f"transform: expected 'backbone' or a callable, got {transform!r}")
+    dev = torch.device(device) if device is not None else next(backbone_a.parameters()).device
+    sums = _PairSums([m for m, _ in mods_a], [m for m, _ in mods_b], same, kernel, sigma)
+    for feats_a, feats_b in _layer_outputs(nets, dataset, n, minibatch or batch_size, transform, pool, dev, progress):
+        if minibatch is None:
+            sums.keep(feats_a, feats_b)
+        elif next(iter(feats_a.values())).shape[0] >= 4:  # a last minibatch too small for the unbiased HSIC: out
+            sums.add_minibatch(feats_a, feats_b)
+    if minibatch is None:
+        sums.full_batch()
+    return ratio(sums.kl, sums.ka[:, None], sums.kb[None, :]), sums.names_a, sums.names_b
+
+
+def _layer_outputs(nets: list, dataset: Any, n: int, step: int, transform: Any, pool: str, dev: torch.device,
+                   progress: bool) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+    """For each batch of ``step`` of the first ``n`` images: ({layer: (b, features) CPU tensor} of the first
+    network, the same of the second -- the first again when there is one network), one forward each."""
+    from .progress import progress_bar
+
     loaders = [torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset.with_transform(bb.transform() if transform == "backbone" else transform),
                                 range(n)), batch_size=step, shuffle=False) for bb, _ in nets]
     taps = [_Taps(mods, pool) for _, mods in nets]
     for bb, _ in nets:
         bb.to(dev).eval()
-    A = len(names_a)
-    kl = torch.zeros(A, len(names_b), dtype=F64)
-    ka = torch.zeros(A, dtype=F64)
-    kb = torch.zeros(len(names_b), dtype=F64)
-    kept: dict[str, list] = {}
     try:
         with torch.inference_mode():
-            bar = progress_bar(zip(*loaders), progress, total=len(loaders[0]), desc="layer CKA", unit="batch")
-            for batches in bar:
+            for batches in progress_bar(zip(*loaders), progress, total=len(loaders[0]), desc="layer CKA",
+                                        unit="batch"):
                 for (bb, _), tap, (images, _) in zip(nets, taps, batches):
                     tap.out.clear()
                     bb.model(images.to(dev))
                 feats_a = {k: v.cpu() for k, v in taps[0].out.items()}
-                feats_b = feats_a if same else {k: v.cpu() for k, v in taps[-1].out.items()}
-                if minibatch is None:
-                    for k, v in feats_a.items():
-                        kept.setdefault(("a", k), []).append(v)
-                    if not same:
-                        for k, v in feats_b.items():
-                            kept.setdefault(("b", k), []).append(v)
-                    continue
-                if images.shape[0] < 4:
-                    continue  # a last minibatch too small for the unbiased HSIC is left out
-                Ga, Gb = _grams(feats_a, names_a, kernel, sigma), _grams(feats_b, names_b, kernel, sigma)
-                for i, Ki in enumerate(Ga):
-                    ka[i] += unbiased_hsic(Ki, Ki)
-                    for j, Lj in enumerate(Gb):
-                        kl[i, j] += unbiased_hsic(Ki, Lj)
-                for j, Lj in enumerate(Gb):
-                    kb[j] += unbiased_hsic(Lj, Lj)
+                yield feats_a, (feats_a if len(nets) == 1 else {k: v.cpu() for k, v in taps[-1].out.items()})
     finally:
         for tap in taps:
             tap.close()
-    if minibatch is None:
-        fa = {k: torch.cat(v) for (side, k), v in kept.items() if side == "a"}
-        fb = fa if same else {k: torch.cat(v) for (side, k), v in kept.items() if side == "b"}
-        Ga = [centred(G) for G in _grams(fa, names_a, kernel, sigma)]
-        Gb = Ga if same and names_b == names_a else [centred(G) for G in _grams(fb, names_b, kernel, sigma)]
+
+
+class _PairSums:
+    """HSIC sums of every (layer of a, layer of b) pair: kl (L_a, L_b), and ka / kb of each layer with itself.
+    Minibatch mode adds each minibatch's unbiased HSIC; full-batch mode keeps every batch's features and
+    forms each layer's centred Gram once at the end."""
+
+    def __init__(self, names_a: list[str], names_b: list[str], same: bool, kernel: str, sigma: float):
+        self.names_a, self.names_b, self.same, self.kernel, self.sigma = names_a, names_b, same, kernel, sigma
+        self.kl = torch.zeros(len(names_a), len(names_b), dtype=F64)
+        self.ka = torch.zeros(len(names_a), dtype=F64)
+        self.kb = torch.zeros(len(names_b), dtype=F64)
+        self.kept: dict[tuple[str, str], list[torch.Tensor]] = {}
+
+    def keep(self, feats_a: dict[str, torch.Tensor], feats_b: dict[str, torch.Tensor]) -> None:
+        for side, feats in (("a", feats_a),) + ((("b", feats_b),) if not self.same else ()):
+            for k, v in feats.items():
+                self.kept.setdefault((side, k), []).append(v)
+
+    def add_minibatch(self, feats_a: dict[str, torch.Tensor], feats_b: dict[str, torch.Tensor]) -> None:
+        Ga = _grams(feats_a, self.names_a, self.kernel, self.sigma)
+        Gb = _grams(feats_b, self.names_b, self.kernel, self.sigma)
         for i, Ki in enumerate(Ga):
-            ka[i] = (Ki * Ki).sum()
+            self.ka[i] += unbiased_hsic(Ki, Ki)
             for j, Lj in enumerate(Gb):
-                kl[i, j] = (Ki * Lj).sum()
+                self.kl[i, j] += unbiased_hsic(Ki, Lj)
         for j, Lj in enumerate(Gb):
-            kb[j] = (Lj * Lj).sum()
-    return ratio(kl, ka[:, None], kb[None, :]), names_a, names_b
+            self.kb[j] += unbiased_hsic(Lj, Lj)
+
+    def full_batch(self) -> None:
+        fa = {k: torch.cat(v) for (side, k), v in self.kept.items() if side == "a"}
+        fb = fa if self.same else {k: torch.cat(v) for (side, k), v in self.kept.items() if side == "b"}
+        Ga = [centred(G) for G in _grams(fa, self.names_a, self.kernel, self.sigma)]
+        Gb = Ga if self.same and self.names_b == self.names_a else [
+            centred(G) for G in _grams(fb, self.names_b, self.kernel, self.sigma)]
+        for i, Ki in enumerate(Ga):
+            self.ka[i] = (Ki * Ki).sum()
+            for j, Lj in enumerate(Gb):
+                self.kl[i, j] = (Ki * Lj).sum()
+        for j, Lj in enumerate(Gb):
+            self.kb[j] = (Lj * Lj).sum()
