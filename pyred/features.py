@@ -82,9 +82,9 @@ def extract_features(backbone, dataset, *, batch_size: int | None = None, device
         with ``name``/``layer``/``pool`` attributes and ``weights_digest()``).
       dataset: a :class:`pyred.datasets.LabeledImages` (``targets``, ``classes``,
         ``name``, ``split``).
-      batch_size: images per forward pass; None: 16 on the CPU (measured fastest
-        for EfficientNet-Lite0 at 224 px on a 2-core machine: 45 img/s against 19
-        at 64), 128 on a GPU.
+      batch_size: images per forward pass; None: 16 on the CPU (small batches keep a
+        small network's activations in cache: benchmarks/test_extract_speed.py), 128
+        on a GPU.
       device: where the backbone runs (its current device when None).
       num_workers: DataLoader worker processes for decoding and transforms.
       amp: autocast (bfloat16 on CPU, float16 on CUDA); features are stored as float32.

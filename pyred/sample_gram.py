@@ -18,8 +18,8 @@ means, multiplied in the input's precision -- a block of at most 32 columns in
 float64 -- and accumulated in float64), so memory is O(n^2 + n b) whatever d
 is, and X is never copied in float64; on the CPU a centred transposed copy of
 X in the compute precision (float32 for float32 input) is kept when it takes
-at most 2 GiB, since gathering its rows is 2.5x faster than gathering X's
-columns.
+at most 2 GiB, since gathering its rows reads memory in order where gathering
+X's columns does not.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class _Columns:
         self.bounds = symmetric_tiles(x.shape[0], x.device)
         # On the CPU, gathering columns of a row-major X is the slow part (see TRANSPOSE_MAX_BYTES):
         # keep X^T, centred, in the compute precision when it fits; it is copied in blocks of 128 rows
-        # and its column means are float64 sums of its rows (both faster than the one-call forms).
+        # (each block's transpose stays in cache) and its column means are float64 sums of its rows.
         n, d = x.shape
         self.xt = None
         if x.device.type == "cpu" and n * d * torch.finfo(self.cd).bits // 8 <= TRANSPOSE_MAX_BYTES:
@@ -152,17 +152,19 @@ class _Columns:
 
 
 TRANSPOSE_MAX_BYTES = 2 * 2**30  # X^T kept on the CPU up to this size: memory traded for gathers of rows, not columns
-SMALL_BLOCK = 32  # columns up to which a block's Gram is multiplied in float64 (n = 1,000, 64 columns: 2.63 ms, float32 2.14 ms)
+# Columns up to which a block's Gram is multiplied in float64 straight into the accumulator: for few
+# columns the float32 product's temporary, conversion and add cost more than the float64 arithmetic saves
+# (benchmarks/test_cka_speed.py's wide-layer cases).
+SMALL_BLOCK = 32
 HELD_GRAMS_BYTES = 1 * 2**30  # the first chain's Grams kept while the full layer's Gram is completed
 
 
 def symmetric_tiles(n: int, device: torch.device) -> list[int]:
     """Row bounds of the tiles an n x n Gram is accumulated in. A symmetric product needs only the
     tiles on and above the diagonal: t tiles do (t + 1) / (2 t) of the full product's multiply-adds
-    (t = 4: 62.5 %). On the CPU, 4 tiles of at least 125 rows: measured on a 2-core AVX2 machine, one
-    block of 16,384 columns at n = 1,000 takes 0.785 s whole, 0.566 s in 4 tiles, 0.632 s in 7 and
-    0.714 s in 8 (smaller GEMMs lose speed); at n = 2,000: 4.12 s, 2.89 s (4 tiles), 3.69 s (8). On CUDA
-    one tile (cuBLAS's full GEMM) until the tiling has been timed there."""
+    (t = 4: 62.5 %), but smaller GEMMs run slower. On the CPU, 4 tiles of at least 125 rows -- where the
+    saving outweighs the slowdown (benchmarks/test_cka_speed.py's wide-layer cases). On CUDA one tile
+    (cuBLAS's full GEMM) until the tiling has been timed there."""
     t = 1 if torch.device(device).type != "cpu" else max(1, min(4, n // 125))
     return [round(i * n / t) for i in range(t + 1)]
 
@@ -347,8 +349,8 @@ def median_from_upper(n: int, select) -> float:
 def median_of_distances(D: torch.Tensor) -> torch.Tensor:
     """``median_all(D)`` for a symmetric n x n matrix of non-negative distances with a zero diagonal,
     through :func:`median_from_upper`: on the CPU one NumPy partition of the upper values for both
-    middle ranks (measured at n = 1,000: 9.4 ms against 39 ms for two torch.kthvalue calls over all
-    n^2 entries); elsewhere ``median_all``."""
+    middle ranks (half the values, one pass, where torch.kthvalue would scan all n^2 entries once per
+    rank); elsewhere ``median_all``."""
     n = D.shape[0]
     if D.device.type != "cpu" or n < 3:
         return median_all(D)

@@ -105,3 +105,13 @@ def test_no_test_only_code_ships():
     assert "pyred.probes.reference" not in MODULES
     native = pyred._native.cpu_module()
     assert native is None or not hasattr(native, "exp_nonpositive")
+
+
+def test_no_function_is_over_80_lines():
+    """Before: extract_features (97 lines), layer_cka (94) and study.config.validate (86)."""
+    long = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert long == []

@@ -8,9 +8,9 @@
 //
 // Each kernel is compiled once per instruction set (AVX-512, AVX2 + FMA,
 // baseline), with native vectors of that set and a tile that fits its registers,
-// and picked at run time. (One source lowered by target_clones with 64-byte
-// vectors everywhere made GCC move the AVX2 clone's accumulators through the
-// stack and general registers on every update: ~5 GFLOP/s on an AVX2 CPU.)
+// and picked at run time: one source lowered by target_clones with 64-byte
+// vectors everywhere lets GCC move a narrower clone's accumulators through the
+// stack and general registers on every update.
 #include <algorithm>
 #include <cstring>
 #include <utility>
@@ -46,8 +46,8 @@ PYRED_INLINE void forward_task(const T* XT, int64_t ldx, const int64_t* idx, int
   typename L::vec acc[NC][TT][S];
   std::memcpy(acc, acc_out, sizeof(acc));  // adds to what acc_out holds (same layout)
   // The head's rows of XT come in subset order, scattered over XT: ask for row p + kAhead while row p
-  // is used (on CPU B at d = 200,000, the 71 paper heads' forward: 6.4 s -> 4.1 s a batch of 256;
-  // no change at d = 2,048, where XT stays in cache).
+  // is used -- it pays when XT does not fit in cache (wide layers), and costs nothing when it does
+  // (benchmarks/test_probe_speed.py's wide-layer cases).
   constexpr int64_t kAhead = 16;
   for (int64_t p = pb; p < pe; ++p) {
     if (p + kAhead < pe) {
@@ -322,7 +322,7 @@ void weight_grad_impl(const T* XT, int64_t B, int64_t ldx, int64_t d, const Inde
   const int64_t Q = tile.Q;
   // Feature-blocked: a task owns a block of F features (a slab of F rows of XT that stays in cache)
   // and writes the dW rows of every head that falls in it -- when blocks hold enough of a head's rows
-  // to fill its tasks (with a long batch they hold a few: B = 5,000 ran 2-3x slower than per head).
+  // to fill its tasks (with a long batch a block holds only a few rows per head, and per-head tasks win).
   const int64_t F = kSlabBytes / (B * static_cast<int64_t>(sizeof(T)));
   if (F >= 8 * Q && lists_ascend(H)) {
     const int64_t nb = (d + F - 1) / F;

@@ -130,9 +130,9 @@ PYRED_SIMD_CLONES void row_sums(const double* K, const double* diag, int64_t n, 
 }
 
 // Over rows [a0, a1): counts the distances below lo and the NaNs, and appends those in [lo, hi] to
-// keep. Branch-free (about half the values fall below lo at a median: a branch on it mispredicts
-// half the time, 10 ns a value at n = 1,000, against ~2 ns this way; a vectorised counting loop
-// followed by a branchy keeping loop measured slower still).
+// keep. Branch-free: about half the values fall below lo at a median, so a branch on it would
+// mispredict half the time (a vectorised counting loop followed by a branchy keeping loop is slower
+// too: it reads every value twice).
 PYRED_SIMD_CLONES void count_row_ranges(const double* K, const double* diag, int64_t n, int64_t a0, int64_t a1,
                                         double lo, double hi, std::vector<double>& keep, int64_t& below,
                                         int64_t& nans) {
@@ -184,7 +184,7 @@ Status upper_distance_ranks_cpu(const double* K, int64_t n, const int64_t* ranks
     return Status::Ok();
   }
   // A systematic sample of the pairs -- runs of 16 neighbours (one cache line miss per run, where
-  // scattered pairs cost one each: 2 ms of 6 at n = 1,000), the runs evenly spaced in row order --
+  // scattered pairs cost one each), the runs evenly spaced in row order --
   // brackets the wanted ranks: the sample rank of a value of rank r has standard deviation about
   // sqrt(samples) / 2, and the bracket reaches margin_sd of those beyond each wanted rank. A miss
   // costs time, not exactness: the ranks are then selected from every value.

@@ -42,8 +42,8 @@ def features_major(X: torch.Tensor) -> torch.Tensor:
     """X (B, d) -> XT (d, B) view of a buffer whose rows are padded to B + 16.
 
     Rows of XT then do not sit a power of two apart, which would map a batch
-    slice of XT onto a fraction of the cache sets (measured: 25 % slower
-    forward at B = 256), and a batch whose size is not a multiple of 16 needs no
+    slice of XT onto a fraction of the cache sets (for batches of 256, say), and a
+    batch whose size is not a multiple of 16 needs no
     padded copy inside the kernels. Transpose a batch once and pass XT to both kernels.
     """
     B, d = X.shape
@@ -183,7 +183,7 @@ _forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 class _GatheredLinear(torch.autograd.Function):
     """The eager path of ``gathered_linear``: the same forward and backward as the custom op, without
-    its dispatch (whose first call imports torch's compiler stack, about 2 s)."""
+    its dispatch (whose first call imports torch's compiler stack)."""
 
     @staticmethod
     def forward(ctx, X, indices, offsets, W):

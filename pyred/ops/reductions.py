@@ -193,7 +193,7 @@ def gathered_block_sums(mats: Any, rows: Subsets | Any, cols: Subsets | Any | No
     t = t.contiguous()
     args = (t, rows.indices, rows.offsets, cols.indices, cols.offsets, rows.max_size)
     # The custom op where torch.compile traces; eager calls skip its dispatch (its first call imports
-    # torch's compiler stack, about 2 s).
+    # torch's compiler stack).
     if backend == "auto" and torch.compiler.is_compiling():
         out = _block_sums_op(*args)
     elif t.requires_grad and torch.is_grad_enabled():

@@ -21,17 +21,12 @@ from ..ops.dispatch import cpu_simd
 from ..ops.heads import features_major, forward_xt, weight_grad_xt
 from ..subsets import Subsets
 
-# Density below which the gathered kernels win, by device (and, on the CPU, by the
-# SIMD level of the kernels' clones). Measured by
-# benchmarks/test_probe_speed.py::test_layout_crossover (RESULTS.md):
-# * AVX-512 (the first 2-core dev VM): gathered 1.58x faster at density 0.1, 1.06x
-#   at 0.3, 0.90x at 0.5 -- the switch sits between 0.3 and 0.5;
-# * AVX2 only (an AMD EPYC 2-core VM), since the kernels run AVX2-sized register tiles
-#   (before, the masked layout won at every density, 1.6x at 0.1): gathered 1.63x faster
-#   at density 0.02, 1.65x at 0.1, 1.18x at 0.3, 0.99x at 0.5, 0.82x at 0.7 and 0.9
-#   (an earlier run: 1.76, 1.50, 1.31, 0.96, 1.04, 0.72) -- the switch sits between 0.3 and 0.5.
-# CUDA: no layout has been timed on a GPU yet, so "auto" keeps cuBLAS's masked GEMM
-# there; benchmarks/gpu_check.sh measures the crossover to set this from.
+# Density (useful share of the masked GEMM's work) below which the gathered kernels beat one dense
+# masked GEMM, by device and, on the CPU, by the SIMD level of the kernels: the gathered kernels do only
+# the useful work but at lower speed than a GEMM. Set from the crossover that
+# benchmarks/test_probe_speed.py::test_layout_crossover measures (numbers in benchmarks/RESULTS.md).
+# CUDA: no layout has been timed on a GPU yet, so "auto" keeps cuBLAS's masked GEMM there;
+# benchmarks/gpu_check.sh measures the crossover to set it from.
 GATHERED_BELOW = {"cpu": {"avx512f": 0.35, "avx2": 0.4, "baseline": 0.0}, "cuda": 0.0}
 LAYOUTS = ("gathered", "masked", "grouped")
 

@@ -2,8 +2,8 @@
 2nd ed.: Algorithm 7.4 for the two-loop recursion, Algorithms 3.5-3.6 for the line search).
 
 Written here rather than taken from ``torch.optim.LBFGS`` because constructing any torch optimizer imports
-torch's compiler stack (``torch._dynamo``): about 1.5-2 s on the first call, several times the whole
-solve of a small probe problem.
+torch's compiler stack (``torch._dynamo``) on the first call, which costs more than a small probe problem's
+whole solve.
 """
 
 from __future__ import annotations
