@@ -62,7 +62,8 @@ def machine() -> str:
     dev = bench_device()
     if dev.type == "cuda":
         return f"{torch.cuda.get_device_name(dev)} (torch {torch.__version__})"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch "
+            f"threads (torch {torch.__version__})")
 
 
 def report(text: str) -> None:

@@ -117,7 +117,8 @@ def test_gathered_block_sums(timed, device, M, impl):
     mats = torch.rand(M, D, D, dtype=torch.float64, device=device, generator=None)
     group = f"gathered_block_sums, d={D}, M={M}, K=71"
     backend = "auto" if impl == "pyred" else "torch"
-    timed(group, impl, lambda: pyred.ops.gathered_block_sums(mats, S, backend=backend), rounds=5 if impl == "pyred" else 1)
+    timed(group, impl, lambda: pyred.ops.gathered_block_sums(mats, S, backend=backend),
+          rounds=5 if impl == "pyred" else 1)
 
 
 # -- a wide layer: the sample road -------------------------------------------------------------

@@ -145,7 +145,8 @@ def test_report_useful_rate():
         pytest.skip("run with the sgd benchmarks")
     gemm_rate = 2 * 256 * D * len(GRID) * C / 1e9 / gemm
     print(f"\nuseful work {useful_gflop():.1f} GFLOP in {mine:.2f} s = {useful_gflop() / mine:.0f} GFLOP/s; "
-          f"float32 GEMM rate {gemm_rate:.0f} GFLOP/s; dense masked work {useful_gflop() * D * len(GRID) / GRID.nnz:.1f} GFLOP")
+          f"float32 GEMM rate {gemm_rate:.0f} GFLOP/s; dense masked work "
+          f"{useful_gflop() * D * len(GRID) / GRID.nnz:.1f} GFLOP")
 
 
 # -- the cost rule: where the gathered kernels stop beating the dense masked layout --------

@@ -51,7 +51,7 @@ def one_by_one(stream, S, Xv, yv):
 
 def bare(stream, S, Xv, yv):
     n = 0
-    for X, y in stream():
+    for _X, y in stream():
         n += len(y)
     return n
 

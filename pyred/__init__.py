@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import ops
 from ._native import native_info
 from ._version import __version__
 from .cka import linear_cka, subset_cka, subset_pair_cka
@@ -30,7 +31,6 @@ from .minibatch import MinibatchCKA
 from .probes import ProbeEvaluation, ProbeResult, train_probes
 from .stream import FeatureStream
 from .subsets import Subsets, draw_subsets
-from . import ops
 
 # name -> (module, attribute or None for the module itself): imported on first access.
 _LAZY = {

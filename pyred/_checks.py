@@ -10,7 +10,8 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 INT64_MAX = 2**63 - 1
 

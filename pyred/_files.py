@@ -12,7 +12,8 @@ import contextlib
 import hashlib
 import json
 import os
-from typing import IO, Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
 
 
 @contextlib.contextmanager

@@ -14,7 +14,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -87,7 +88,8 @@ def dr_curve(fractions, accuracies, full_accuracy, deltas: Sequence[float] | str
     return d, np.array([diffused_redundancy(fractions, accuracies, full_accuracy, x, rule) for x in d])
 
 
-def seed_stats(fractions: Sequence[float], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def seed_stats(fractions: Sequence[float],
+               values: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per distinct fraction: (fractions ascending, mean, population std (ddof 0), count) of ``values``."""
     f, v = _vector(fractions, "fractions"), _vector(values, "values")
     if f.shape != v.shape:

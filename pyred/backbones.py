@@ -94,7 +94,7 @@ class Backbone(nn.Module):
         with torch.no_grad():
             self.dim = int(self(torch.zeros(1, *size)).shape[1])
 
-    def train(self, mode: bool = True) -> "Backbone":
+    def train(self, mode: bool = True) -> Backbone:
         """Stays in eval mode: the backbone is frozen (BatchNorm statistics, dropout)."""
         return super().train(False)
 

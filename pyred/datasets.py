@@ -21,7 +21,8 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from typing import Any, Callable, Literal, Sequence, get_args
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -74,11 +75,11 @@ class LabeledImages(torch.utils.data.Dataset):
             image = self.transform(image)
         return image, int(self.targets[i])
 
-    def with_transform(self, transform: Callable | None) -> "LabeledImages":
+    def with_transform(self, transform: Callable | None) -> LabeledImages:
         """The same split, producing ``transform(image)``."""
         return self.subset(np.arange(len(self)), transform)
 
-    def subset(self, idx: Sequence[int], transform: Any = "same") -> "LabeledImages":
+    def subset(self, idx: Sequence[int], transform: Any = "same") -> LabeledImages:
         """The images ``idx`` of this split (with its labels, classes, name, split and fingerprint)."""
         idx = np.asarray(idx, dtype=np.int64)
         return LabeledImages(self.source, self.indices[idx], self.targets[idx], self.classes, self.name, self.split,

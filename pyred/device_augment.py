@@ -16,7 +16,7 @@ each, as torchvision does), rotation about the centre with black corners
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -8,7 +8,8 @@ bytes, and its labels: :meth:`pyred.datasets.LabeledImages.content_id` --,
 AMP, pyred's version). A transform is identified by the backbone's resolved
 data config (``Backbone.transform_id``) or by a ``transform_id`` the caller
 gives -- never by its ``repr``, which can hold a memory address (no reuse) or
-hide the function it wraps (``Lambda()``: two transforms, one key). Every file is written to a temporary name and renamed into place; a
+hide the function it wraps (``Lambda()``: two transforms, one key). Every file
+is written to a temporary name and renamed into place; a
 chunk counts as done only once its checksum record exists, so an extraction
 killed at any point resumes from its last complete chunk. When all chunks are
 there they are joined into ``features.npy`` / ``labels.npy`` with a
@@ -23,8 +24,9 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -136,8 +138,8 @@ def extract_features(backbone, dataset, *, batch_size: int | None = None, device
     if cache_dir is None:
         X = run.features(0, len(data), desc=f"features {key.model} {dataset.describe()}")
         return FeatureSet(X, np.asarray(data.targets, dtype=np.int64), classes, {**key.to_json(), "cache": "none"})
-    folder = os.path.join(os.path.expanduser(os.fspath(cache_dir)), _slug(f"{key.model}-{dataset.name}-{dataset.split}"),
-                          key.digest)
+    folder = os.path.join(os.path.expanduser(os.fspath(cache_dir)),
+                          _slug(f"{key.model}-{dataset.name}-{dataset.split}"), key.digest)
     os.makedirs(folder, exist_ok=True)
     cached = _load_complete(folder)
     if cached is not None:
@@ -259,7 +261,8 @@ def _resolve_transform(backbone, transform, transform_id, caching: bool, paper_o
 
 def _augment(backbone, augment, transform_id, image_size, normalization, caching: bool):
     """(the augmentation to apply, the string that identifies it in the cache key)."""
-    from .transforms import describe, normalization as norm, train_transform
+    from .transforms import describe, train_transform
+    from .transforms import normalization as norm
 
     if augment == "paper":
         mean, std = norm(backbone, normalization)

@@ -178,7 +178,7 @@ class GramStats:
 
     @classmethod
     def from_features(cls, X: Any, target: Any = None, *, debiased: bool = False, chunk_size: int | None = None,
-                      x_name: str = "X", target_name: str = "target") -> "GramStats":
+                      x_name: str = "X", target_name: str = "target") -> GramStats:
         """The statistics of whole arrays: X (n, d) and optionally target (n, e), same kind and device.
 
         The shifts are the exact column means (computing them also checks every
@@ -209,7 +209,7 @@ class GramStats:
         return stats
 
     # -- accumulation ----------------------------------------------------------------
-    def update(self, x: Any, y: Any = None, *, check_finite: bool = True) -> "GramStats":
+    def update(self, x: Any, y: Any = None, *, check_finite: bool = True) -> GramStats:
         """Adds a chunk: x (b, dim) and, with a target, y (b, target_dim). Returns self.
 
         A NaN/Inf in the chunk raises ValueError naming its row and column, and
@@ -218,7 +218,7 @@ class GramStats:
         xt, kind, yt = paired_chunk(x, y, self.dim, self.target_dim, "GramStats", check_finite=False)
         return self._feed(xt, yt, kind, check_finite)
 
-    def _feed(self, xt, yt, kind, check_finite: bool) -> "GramStats":
+    def _feed(self, xt, yt, kind, check_finite: bool) -> GramStats:
         if self._cd is None:
             self._start(xt, yt, kind, check_finite)
         # Every chunk is multiplied in the precision the first chunk fixed. Both chunks are

@@ -12,7 +12,8 @@ over minibatches, for any number of samples.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 

@@ -63,7 +63,7 @@ class MinibatchCKA:
         self._buffer: list = []
         self._dim = None
 
-    def update(self, x: Any, y: Any = None) -> "MinibatchCKA":
+    def update(self, x: Any, y: Any = None) -> MinibatchCKA:
         """Adds samples: x (b, d) and, with a target, y (b, target_dim). Returns self."""
         xt, kind, yt = paired_chunk(x, y, self._dim, self.target_dim, "MinibatchCKA", check_finite=True)
         if self._dim is None:

@@ -169,7 +169,7 @@ def symmetric_tiles(n: int, device: torch.device) -> list[int]:
     return [round(i * n / t) for i in range(t + 1)]
 
 
-def chain_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", chains: list | None = None, start_with=None,
+def chain_grams(x: torch.Tensor, S: Subsets, cols: _Columns, chains: list | None = None, start_with=None,
                 whole: bool = True):
     """Yields (k, K_k) for every non-empty subset k of ``chains`` (all of S's by default):
     K_k = Xc[:, S_k] Xc[:, S_k]^T (n x n float64), built incrementally along each chain of nested
@@ -215,7 +215,7 @@ def split_chain(sizes: list[int], d: int) -> tuple[int, int]:
     return best_f, best
 
 
-def complement_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", members: list[int], out: torch.Tensor,
+def complement_grams(x: torch.Tensor, S: Subsets, cols: _Columns, members: list[int], out: torch.Tensor,
                      whole: bool = True):
     """Yields (k, K_C) for the members of a chain's tail, largest first: K_C = Xc[:, C] Xc[:, C]^T (n x n
     float64; whole, or valid on and above the diagonal) with C the columns outside S_k, built in ``out``
@@ -232,7 +232,7 @@ def complement_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", members: lis
         yield members[j], cols.symmetric(out) if whole else out
 
 
-def subset_grams(x: torch.Tensor, S: Subsets, cols: "_Columns", with_full: bool, whole: bool = True):
+def subset_grams(x: torch.Tensor, S: Subsets, cols: _Columns, with_full: bool, whole: bool = True):
     """(L, grams): with ``with_full``, L is the full layer's centred linear Gram (n x n float64, whole),
     else None; ``grams`` yields (k, K_k) -- K_k = Xc[:, S_k] Xc[:, S_k]^T, a buffer the next step may
     change; whole, or with ``whole=False`` valid on and above the diagonal only -- for every non-empty

@@ -12,7 +12,8 @@ so it also serves layers far too wide to cache.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -180,7 +181,7 @@ class FeatureStream:
             ys.append(y)
         return torch.cat(Xs), torch.cat(ys)
 
-    def split(self, fraction: float = 0.1, seed: int = 0) -> tuple["FeatureStream", "FeatureStream"]:
+    def split(self, fraction: float = 0.1, seed: int = 0) -> tuple[FeatureStream, FeatureStream]:
         """(train, validation) streams over the fixed-seed 90/10 split of the dataset
         (``pyred.splits.split_train_val``, as for arrays); validation is clean and unshuffled."""
         if self.n < 2:
@@ -189,7 +190,7 @@ class FeatureStream:
         return (self.with_dataset(subset(self.dataset, tr.numpy())),
                 self.with_dataset(subset(self.dataset, va.numpy()), augment=None, shuffle=False))
 
-    def with_dataset(self, dataset: Any, **changes: Any) -> "FeatureStream":
+    def with_dataset(self, dataset: Any, **changes: Any) -> FeatureStream:
         """A stream with this one's settings over another dataset (``changes`` override settings)."""
         if changes.get("augment", self.augment) != "paper":
             changes.setdefault("augment_on", "cpu")

@@ -9,7 +9,8 @@ therefore nested prefixes of one permutation.
 from __future__ import annotations
 
 import numbers
-from typing import Iterable, Literal, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ class Subsets:
         self._set(indices, offsets, d, offsets.diff().cpu(), max_index, fractions, seeds)
 
     @classmethod
-    def _trusted(cls, indices, offsets, d, sizes, max_index, fractions=None, seeds=None) -> "Subsets":
+    def _trusted(cls, indices, offsets, d, sizes, max_index, fractions=None, seeds=None) -> Subsets:
         """Built from parts already known to be valid (pyred's own constructors): no checks, no copies."""
         self = cls.__new__(cls)
         self._set(indices, offsets, d, sizes, max_index, fractions, seeds)
@@ -70,7 +71,7 @@ class Subsets:
     def seeds(self) -> torch.Tensor:
         return self._seeds
 
-    def with_metadata(self, *, fractions=None, seeds=None) -> "Subsets":
+    def with_metadata(self, *, fractions=None, seeds=None) -> Subsets:
         """The same lists, with the per-list ``fractions`` and/or ``seeds`` replaced ((K,) each)."""
         return Subsets._trusted(self.indices, self.offsets, self.d, self._sizes, self.max_index,
                                 self._fractions if fractions is None else fractions,
@@ -78,7 +79,7 @@ class Subsets:
 
     # -- construction ----------------------------------------------------------------
     @classmethod
-    def from_lists(cls, lists: Iterable[Sequence[int]], d: int | None = None) -> "Subsets":
+    def from_lists(cls, lists: Iterable[Sequence[int]], d: int | None = None) -> Subsets:
         """Builds subsets from a sequence of index lists (lists, arrays or tensors)."""
         if isinstance(lists, Subsets):
             return lists
@@ -104,7 +105,7 @@ class Subsets:
         return cls(torch.from_numpy(flat), torch.from_numpy(offsets), d=d)
 
     @classmethod
-    def concat(cls, parts: Sequence["Subsets"]) -> "Subsets":
+    def concat(cls, parts: Sequence[Subsets]) -> Subsets:
         """Joins subsets one after another (all on one device)."""
         if not parts:
             raise ValueError("concat: expected at least one Subsets")
@@ -153,7 +154,7 @@ class Subsets:
     def max_size(self) -> int:
         return int(self.sizes.max()) if len(self) else 0
 
-    def to(self, device) -> "Subsets":
+    def to(self, device) -> Subsets:
         """The same subsets with ``indices`` and ``offsets`` on ``device`` (metadata stays on the CPU)."""
         device = torch.device(device)
         if device == self.device:

@@ -11,7 +11,7 @@ load time and every shape is checked; converted weights are never written.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -30,7 +30,8 @@ def test_cka_at_finite_extremes_of_float32(rng, scale, debiased):
     got = pyred.subset_cka(big, S, debiased=debiased)
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
     Y = (X[:, :5].astype(np.float64) / scale ** 0.5).astype(np.float32)
-    assert pyred.linear_cka(big, Y, debiased=debiased) == pytest.approx(R.cka(X, X[:, :5], debiased), rel=2e-5, abs=1e-6)
+    assert pyred.linear_cka(big, Y, debiased=debiased) == pytest.approx(R.cka(X, X[:, :5], debiased), rel=2e-5,
+                                                                        abs=1e-6)
 
 
 def test_cka_near_the_float32_limit_and_streamed_chunks_of_different_scales(rng):

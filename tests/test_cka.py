@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pyred
 from helpers import references as R
@@ -206,7 +207,8 @@ def test_properties(shape, seed, debiased):
     assert self_cka == pytest.approx(1.0, abs=1e-9) or (debiased and self_cka == 0.0)
     # symmetry
     Y = features(rng, n, 3)
-    assert pyred.linear_cka(X, Y, debiased=debiased) == pytest.approx(pyred.linear_cka(Y, X, debiased=debiased), rel=1e-9, abs=1e-12)
+    assert pyred.linear_cka(X, Y, debiased=debiased) == pytest.approx(pyred.linear_cka(Y, X, debiased=debiased),
+                                                                      rel=1e-9, abs=1e-12)
     # invariance of the target to an orthogonal transform and isotropic scaling
     Q, _ = np.linalg.qr(rng.normal(size=(d, d)))
     S = [rng.permutation(d)[: rng.integers(1, d + 1)] for _ in range(4)]

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import pyred
-from pyred import _native
 from helpers import references as R
 from helpers.devices import CUDA_OK
+from pyred import _native
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not CUDA_OK, reason="needs a CUDA device and pyred._C_cuda")]
 

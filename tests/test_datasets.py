@@ -41,7 +41,8 @@ def test_fashion_mnist_idx_files_from_root(tmp_path):
     assert len(test) == 20 and np.array_equal(test.targets, te_lab)
     img, label = test[3]
     assert img.mode == "RGB" and np.array_equal(np.asarray(img)[:, :, 0], te_img[3]) and label == te_lab[3]
-    train, val = datasets.load("fashion-mnist", "train", root=tmp_path), datasets.load("fashion-mnist", "val", root=tmp_path)
+    train = datasets.load("fashion-mnist", "train", root=tmp_path)
+    val = datasets.load("fashion-mnist", "val", root=tmp_path)
     assert len(train) == 45 and len(val) == 5
     assert sorted(train.indices.tolist() + val.indices.tolist()) == list(range(50))
     assert test.classes[9] == "Ankle boot"

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 import pyred
+from helpers.devices import DEVICES
 from pyred import _native
 from pyred.ops import gathered_linear, gathered_weight_grad
-from helpers.devices import DEVICES
 
 BACKENDS = ["native", "torch"]
 
@@ -32,7 +32,8 @@ def explicit(X, W, lists):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("B, d, C, K", [(1, 1, 1, 2), (5, 13, 3, 6), (70, 40, 10, 9), (256, 300, 17, 5), (33, 64, 8, 12)])
+@pytest.mark.parametrize("B, d, C, K", [(1, 1, 1, 2), (5, 13, 3, 6), (70, 40, 10, 9), (256, 300, 17, 5),
+                                        (33, 64, 8, 12)])
 def test_forward_and_weight_grad_match_autograd(rng, device, backend, dtype, B, d, C, K):
     lists = random_heads(rng, d, K)
     nnz = sum(len(s) for s in lists)
@@ -106,8 +107,9 @@ def test_native_head_entry_points_refuse_inconsistent_sizes():
             0]
     C_.gathered_forward(*good)
     torch.testing.assert_close(out[0], XT.T[:, [0, 5]] @ W)
-    for pos, value, match in [(1, 23, "XT: expected 24"), (4, 3, "ldx"), (11, 5, "W: expected 6"), (10, 0, "W: null pointer"),
-                              (14, 11, "out: expected 12"), (12, 0, "C "), (2, 7, "dtype code")]:
+    for pos, value, match in [(1, 23, "XT: expected 24"), (4, 3, "ldx"), (11, 5, "W: expected 6"),
+                              (10, 0, "W: null pointer"), (14, 11, "out: expected 12"), (12, 0, "C "),
+                              (2, 7, "dtype code")]:
         args = list(good)
         args[pos] = value
         with pytest.raises(ValueError, match=match):

@@ -44,11 +44,12 @@ def test_two_networks_and_bad_layers(net_and_data):
     bb, data = net_and_data
     torch.manual_seed(1)
     other = pyred.Backbone("resnet18", pretrained=False)
-    M, a, b = pyred.layer_cka(bb, data, layers_a=["layer1", "layer4"], backbone_b=other, layers_b=["layer2"], samples=12, pool="avg",
-                              progress=False)
+    M, a, b = pyred.layer_cka(bb, data, layers_a=["layer1", "layer4"], backbone_b=other, layers_b=["layer2"],
+                              samples=12, pool="avg", progress=False)
     assert M.shape == (2, 1) and a == ["layer1", "layer4"] and b == ["layer2"]
     assert bool(((M >= 0) & (M <= 1 + 1e-9)).all())
-    M2, a2, b2 = pyred.layer_cka(bb, data, layers_a=["layer1"], layers_b=["layer2", "layer1"], samples=12, progress=False)
+    M2, a2, b2 = pyred.layer_cka(bb, data, layers_a=["layer1"], layers_b=["layer2", "layer1"], samples=12,
+                                 progress=False)
     assert M2.shape == (1, 2) and b2 == ["layer2", "layer1"] and float(M2[0, 1]) == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"layers_a: 'layer9' is not a module of resnet18; close names: \['layer"):
         pyred.layer_cka(bb, data, layers_a=["layer9"], samples=8, progress=False)

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 import pyred
+from helpers import references as R
+from helpers.devices import CUDA_OK, DEVICES
 from pyred import _native
 from pyred.ops import gathered_block_sums, segment_sums
-from helpers import references as R
-from helpers.devices import DEVICES, CUDA_OK
 
 BACKENDS = ["native", "torch"]
 

@@ -132,7 +132,8 @@ def test_bad_input_errors(rng):
         (dict(y_train=-y - 1), ValueError, "y_train: label -. is negative"),
         (dict(y_train=y + 0.5), TypeError, "y_train: labels must be integers"),
         (dict(y_train=np.zeros(50, dtype=int)), ValueError, "num_classes: a probe needs at least 2 classes"),
-        (dict(y_train=np.r_[np.zeros(49, dtype=int), [0]], num_classes=3), ValueError, "all training labels are the same"),
+        (dict(y_train=np.r_[np.zeros(49, dtype=int), [0]], num_classes=3), ValueError,
+         "all training labels are the same"),
         (dict(y_train=y[:40]), ValueError, "y_train: expected 50 labels"),
         (dict(X_train=np.where(np.arange(250).reshape(50, 5) == 17, np.nan, X)), ValueError,
          r"X_train: contains a non-finite value \(nan\) at \(row, column\) = \(3, 2\)"),
@@ -280,7 +281,6 @@ def test_lbfgs_is_scale_robust(rng):
     X, y = teacher_data(rng, 700, 10, 3, noise=1.0)
     X = X.astype(np.float32)
     subsets = [rng.permutation(10)[:3], np.arange(10)]
-    base = pyred.train_probes(X[:500], y[:500], subsets, recipe="lbfgs", progress=False)
     for scale in (1e5, 1e10, 1e20, 1e30):
         Xs = X * np.float32(scale)
         res = pyred.train_probes(Xs[:500], y[:500], subsets, recipe="lbfgs", progress=False)

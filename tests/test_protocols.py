@@ -7,8 +7,8 @@ import sqlite3
 import pytest
 
 from pyred import paper
-from pyred.study.cli import main
 from pyred.study import config_id, identity, load_config
+from pyred.study.cli import main
 
 
 def one_error_line(capsys):

@@ -426,8 +426,8 @@ def test_full_layer_only_writes_a_report_without_fraction_plots(tmp_path, featur
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable),
-                                                                                          "torchrun")),
+@pytest.mark.skipif(shutil.which("torchrun") is None
+                    and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
                     reason="torchrun not installed")
 def test_two_process_gloo_run_equals_one_process(tmp_path, features_npz):
     one, two = tmp_path / "one", tmp_path / "two"

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+
 def kind_of(x: Any) -> str:
     """'torch', 'cupy' or 'numpy' (anything else numpy can read counts as numpy)."""
     if isinstance(x, torch.Tensor):

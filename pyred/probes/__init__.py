@@ -9,9 +9,9 @@ from typing import Any
 from .. import _checks as check
 from ..numerics import absmax
 from ..ops.dispatch import check_backend
+from ..stream import is_stream
 from ..subsets import Subsets, as_subsets
 from . import lbfgs, ridge, sgd
-from ..stream import is_stream
 from .data import LabeledFeatures, prepare
 from .recipe import Recipe, TrainedHeads
 from .result import ProbeEvaluation, ProbeResult
@@ -45,7 +45,8 @@ def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: 
         and "ridge" split off a fixed-seed 10 % of the training set (the
         reference code's 90/10 split; for a stream, 10 % of its images, validated clean).
       num_classes: C; max label + 1 when None.
-      seed: "sgd": the minibatch order's seed (a FeatureStream's order comes from its own seed); head k is initialised as
+      seed: "sgd": the minibatch order's seed (a FeatureStream's order comes from its own
+        seed); head k is initialised as
         ``torch.nn.Linear(m_k, C)`` under seed + k (or ``init_seeds[k]``).
       device: where to train; X_train's device when None.
       progress: show a progress bar (tqdm).

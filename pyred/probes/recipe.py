@@ -10,8 +10,9 @@ arguments, or a TOML table) into one, refusing unknown names with a close-match 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -44,7 +45,7 @@ class Recipe:
     needs_validation: bool
     train: Callable[..., TrainedHeads]  # train(data, subsets, options, seed, progress, backend)
     streams: bool = False  # trains from a FeatureStream (minibatches only)
-    run_only: tuple[str, ...] = ()  # options that change how a run executes, not its numbers (outside a study's identity)
+    run_only: tuple[str, ...] = ()  # options that change how a run executes, not its numbers (not in a study's id)
     seeded_heads: bool = False  # each head starts from a random draw under init_seeds[k]
     layout: Callable[..., str] | None = None  # layout(plan, d, device, num_classes): the "auto" layout for a plan
 

@@ -23,9 +23,9 @@ Modules, in the order data flows through them:
 from .config import load_config
 from .errors import ConfigError, StudyError
 from .identity import ConfigIdentity, config_id, identity
-from .schema import DatasetSpec, ModelSpec, StudyConfig, default_config
 from .report import analyse_folder, write_report
 from .runner import run
+from .schema import DatasetSpec, ModelSpec, StudyConfig, default_config
 from .store import ResultStore
 
 __all__ = ["ConfigError", "ConfigIdentity", "DatasetSpec", "ModelSpec", "ResultStore", "StudyConfig", "StudyError",

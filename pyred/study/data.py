@@ -10,9 +10,9 @@ from typing import Any
 import torch
 
 from .._files import digest
-from .schema import DatasetSpec, ModelSpec, StudyConfig
 from .distributed import Distributed
 from .npz import load_features_file
+from .schema import DatasetSpec, ModelSpec, StudyConfig
 
 RANDOM_INIT_SEED = 2  # the reference code's global seed, under which it built its networks
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 @dataclasses.dataclass
@@ -20,7 +21,7 @@ class Distributed:
     local_rank: int = 0
 
     @classmethod
-    def setup(cls, device: str | None) -> "Distributed":
+    def setup(cls, device: str | None) -> Distributed:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from .._files import digest
-from .schema import StudyConfig
 from .data import LayerData
 from .plan import ResultRow, Unit
+from .schema import StudyConfig
 from .views import ViewCache
 
 

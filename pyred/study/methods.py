@@ -7,8 +7,8 @@ Adding a method is one function and one entry here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -29,7 +29,7 @@ class Plan:
 class Method:
     name: str
     description: str
-    plans: Callable[["object", int], list]  # (StudyConfig, d) -> [Plan]
+    plans: Callable[[object, int], list]  # (StudyConfig, d) -> [Plan]
     needs_train_features: bool = False  # its view is fitted on (or applied to) the training features
 
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._files import digest, sha256_parts
-from .schema import StudyConfig
 from .data import LayerData
 from .methods import METHODS
+from .schema import StudyConfig
 from .views import View
 
 

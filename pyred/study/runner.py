@@ -16,15 +16,15 @@ import platform
 
 from .._version import __version__
 from . import spool
-from .identity import ConfigIdentity, identity
-from .schema import StudyConfig
 from .data import load_layer_data
 from .distributed import Distributed
 from .errors import StudyError
 from .execute import run_unit
+from .identity import ConfigIdentity, identity
 from .lock import RunLock
 from .plan import plan_units
 from .report import analyse_folder, write_report
+from .schema import StudyConfig
 from .store import ResultStore, database
 from .views import ViewCache
 

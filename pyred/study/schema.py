@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, get_args
+from typing import Any, Literal, get_args
 
 from .. import _checks as check
 from ..backbones import POOLS
@@ -40,7 +41,7 @@ class ModelSpec:
     pool: str = "avg"
 
     @classmethod
-    def parse(cls, raw: Any, where: str) -> "ModelSpec":
+    def parse(cls, raw: Any, where: str) -> ModelSpec:
         if isinstance(raw, str):
             return cls(raw)
         if not isinstance(raw, dict):
@@ -52,7 +53,7 @@ class ModelSpec:
         _guard(lambda: check.string(spec.name, f"{where}.name"))
         for key in ("features", "weights"):
             if getattr(spec, key) is not None:
-                _guard(lambda: check.string(getattr(spec, key), f"{where}.{key}"))
+                _guard(lambda key=key: check.string(getattr(spec, key), f"{where}.{key}"))
         _guard(lambda: check.boolean(spec.pretrained, f"{where}.pretrained"))
         _guard(lambda: check.string(spec.layer, f"{where}.layer"))
         _guard(lambda: check.choice(spec.pool, f"{where}.pool", POOLS))
@@ -68,7 +69,7 @@ class DatasetSpec:
     root: str | None = None
 
     @classmethod
-    def parse(cls, raw: Any, where: str) -> "DatasetSpec":
+    def parse(cls, raw: Any, where: str) -> DatasetSpec:
         if isinstance(raw, DatasetSpec):
             return raw
         if isinstance(raw, str):

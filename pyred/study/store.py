@@ -36,7 +36,8 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from typing import IO, Any, Iterable
+from collections.abc import Iterable
+from typing import IO, Any
 from urllib.parse import quote
 
 from .errors import StudyError
@@ -167,7 +168,7 @@ class ResultStore:
                              "re-run, or point --out at another folder") from None
 
     @classmethod
-    def read(cls, path: str | os.PathLike) -> "ResultStore":
+    def read(cls, path: str | os.PathLike) -> ResultStore:
         """The database opened for reading only: nothing is ever written to it or beside it. In a folder
         that cannot be written, a database left with a write-ahead log (a killed run) is read from a
         temporary copy that replays the log; an older schema is upgraded in a copy in memory."""
@@ -211,7 +212,8 @@ class ResultStore:
 
     def _check(self, writer: bool) -> None:
         db = self.db
-        app, version = db.execute("PRAGMA application_id").fetchone()[0], db.execute("PRAGMA user_version").fetchone()[0]
+        app = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if app == 0 and not tables and writer:  # new (or empty) file: ours to create
             db.execute("PRAGMA journal_mode=WAL")

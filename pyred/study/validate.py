@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 
 from .. import _checks as check
-from .schema import DatasetSpec, ModelSpec, StudyConfig
 from .errors import ConfigError
 from .npz import check_features_file
+from .schema import DatasetSpec, ModelSpec, StudyConfig
 
 
 def validate(cfg: StudyConfig) -> None:
