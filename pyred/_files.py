@@ -17,7 +17,7 @@ from typing import IO, Any
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     """``with atomic_path(path) as tmp: <write the file tmp>``: tmp is flushed to the disk and renamed
     to ``path`` once the block finished without error (for writers that need a path, such as memmaps)."""
     path = os.fspath(path)
@@ -35,30 +35,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
+def atomic_write(path: str | os.PathLike[str], mode: str = "w", **open_kwargs: Any) -> Iterator[IO[Any]]:
     """``with atomic_write(path) as f: ...``: ``path`` appears only once the block finished without error."""
     with atomic_path(path) as tmp, open(tmp, mode, **open_kwargs) as f:
         yield f
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     with atomic_write(path) as f:
         json.dump(obj, f, indent=1, sort_keys=True)
 
 
-def write_npy(path: str | os.PathLike, array) -> None:
+def write_npy(path: str | os.PathLike[str], array: Any) -> None:
     import numpy as np
 
     with atomic_write(path, "wb") as f:
         np.save(f, array)
 
 
-def fsync_file(path: str | os.PathLike) -> None:
+def fsync_file(path: str | os.PathLike[str]) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
     """Hex sha256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -81,7 +81,7 @@ def digest(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def remove(path: str | os.PathLike) -> None:
+def remove(path: str | os.PathLike[str]) -> None:
     """Removes a file if it is there."""
     try:
         os.remove(path)

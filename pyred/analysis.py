@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -77,7 +77,8 @@ def diffused_redundancy(fractions: Sequence[float], accuracies: Sequence[float],
     return float(1.0 - f_star)
 
 
-def dr_curve(fractions, accuracies, full_accuracy, deltas: Sequence[float] | str = "paper30",
+def dr_curve(fractions: Sequence[float], accuracies: Sequence[float], full_accuracy: float,
+             deltas: Sequence[float] | np.ndarray | str = "paper30",
              rule: str = "nearest") -> tuple[np.ndarray, np.ndarray]:
     """(deltas, DR at each delta); ``deltas`` is a sequence or a name in DELTA_GRIDS."""
     if isinstance(deltas, str):
@@ -133,7 +134,7 @@ class PCABasis:
     variance, variances (d,) (eigenvalues / n). float64 numpy arrays.
     """
 
-    def __init__(self, X: Any):
+    def __init__(self, X: Any) -> None:
         from .gram import GramStats
 
         x = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X)
@@ -152,7 +153,7 @@ class PCABasis:
         d = self.components.shape[1]
         k = check.integer(k, "k", min=0, max=d)
         V = self.components[:, :k] if which == "top" else self.components[:, d - k:]
-        return np.asarray(X, dtype=np.float64) @ V
+        return cast(np.ndarray, np.asarray(X, dtype=np.float64) @ V)
 
 
 def random_projection(d: int, k: int, seed: int, kind: str = "gaussian") -> np.ndarray:
@@ -164,5 +165,5 @@ def random_projection(d: int, k: int, seed: int, kind: str = "gaussian") -> np.n
     if kind == "uniform":
         P = torch.rand(d, d, generator=g, dtype=torch.float64)
         P = P / P.norm(dim=0, keepdim=True)
-        return P[:, :k].numpy()
-    return (torch.randn(d, k, generator=g, dtype=torch.float64) / max(1, k) ** 0.5).numpy()
+        return cast(np.ndarray, P[:, :k].numpy())  # (torch's stubs type the division as Any)
+    return cast(np.ndarray, (torch.randn(d, k, generator=g, dtype=torch.float64) / max(1, k) ** 0.5).numpy())

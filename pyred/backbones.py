@@ -9,7 +9,7 @@ paper probes; any other module name gives that module's output, pooled.
 from __future__ import annotations
 
 import os
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import torch
 from torch import nn
@@ -48,8 +48,10 @@ class Backbone(nn.Module):
     ``layer``, ``pool``, ``weights_source`` (where the weights came from).
     """
 
-    def __init__(self, name: str, *, pretrained: bool = True, weights: str | os.PathLike | None = None,
-                 layer: str = "penultimate", pool: Pool = "avg", **timm_kwargs: Any):
+    _digest: tuple[tuple[tuple[str, int, int], ...], str]  # (tensor stamps, digest), set by weights_digest
+
+    def __init__(self, name: str, *, pretrained: bool = True, weights: str | os.PathLike[str] | None = None,
+                 layer: str = "penultimate", pool: Pool = "avg", **timm_kwargs: Any) -> None:
         super().__init__()
         import timm
 
@@ -60,7 +62,7 @@ class Backbone(nn.Module):
         if weights is not None:
             from .checkpoints import load_checkpoint
 
-            self.model = timm.create_model(name, pretrained=False, **timm_kwargs)
+            self.model: Any = timm.create_model(name, pretrained=False, **timm_kwargs)
             fmt = load_checkpoint(self.model, weights)
             self.weights_source = f"file:{os.fspath(weights)} ({fmt})"
         elif pretrained and has_offline_weights(name):
@@ -101,10 +103,11 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) float images, normalised as ``transform()`` does -> (B, dim) features."""
         if self.layer == "penultimate":
-            return self.model.forward_head(self.model.forward_features(x), pre_logits=True).flatten(1)
-        captured = []
+            return cast(torch.Tensor,
+                        self.model.forward_head(self.model.forward_features(x), pre_logits=True).flatten(1))
+        captured: list[torch.Tensor] = []
 
-        def hook(module, inputs, output):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             captured.append(output[0] if isinstance(output, (tuple, list)) else output)
             raise _Stop
 
@@ -117,7 +120,7 @@ class Backbone(nn.Module):
             handle.remove()
         return pool_output(captured[0], self.pool)
 
-    def transform(self, paper: bool = False, size: int = 224, normalization: Any = "model"):
+    def transform(self, paper: bool = False, size: int = 224, normalization: Any = "model") -> Any:
         """The eval transform for PIL images: the model's own (timm's pretrained config), or with
         ``paper=True`` the paper's Resize(size) + CenterCrop(size), normalised by ``normalization``
         ("model": the model's pre-training mean/std; "imagenet"; "half"; or (mean, std))."""
@@ -126,11 +129,11 @@ class Backbone(nn.Module):
         from . import transforms
 
         if not paper:
-            cfg = timm.data.resolve_data_config({}, model=self.model)
-            return timm.data.create_transform(**cfg, is_training=False)
+            cfg = timm.data.resolve_data_config({}, model=self.model)  # type: ignore[attr-defined,no-untyped-call]  # timm: implicit re-export, untyped
+            return timm.data.create_transform(**cfg, is_training=False)  # type: ignore[attr-defined]  # timm: implicit re-export
         return transforms.eval_transform(size, *transforms.normalization(self, normalization))
 
-    def train_transform(self, size: int = 224, normalization: Any = "model"):
+    def train_transform(self, size: int = 224, normalization: Any = "model") -> Any:
         """The paper's probe-training augmentation at ``size`` (see :mod:`pyred.transforms`)."""
         from . import transforms
 
@@ -146,7 +149,7 @@ class Backbone(nn.Module):
 
         if paper:
             return "paper: " + transforms.describe("eval", size, *transforms.normalization(self, normalization))
-        cfg = timm.data.resolve_data_config({}, model=self.model)
+        cfg = timm.data.resolve_data_config({}, model=self.model)  # type: ignore[attr-defined,no-untyped-call]  # timm: implicit re-export, untyped
         keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
         resolved = {k: list(cfg[k]) if isinstance(cfg.get(k), tuple) else cfg.get(k) for k in keys}
         return f"timm eval transform {json.dumps(resolved, sort_keys=True)}"

@@ -28,7 +28,7 @@ DROPPED = ("normalizer.", "module.normalizer.", "attacker.normalizer.", "module.
            "attacker.model.", "module.attacker.model.")
 
 
-def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> str:
+def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike[str]) -> str:
     """Loads ``path`` into ``model`` (strictly: every tensor of the model, nothing left over).
     Returns the format's name. Raises FileNotFoundError, or ValueError listing unmatched keys."""
     path = os.fspath(path)
@@ -45,7 +45,7 @@ def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> str:
     return fmt if not prefix else f"{fmt} ({prefix}*)"
 
 
-def read_state_dict(path: str) -> tuple[dict, str]:
+def read_state_dict(path: str) -> tuple[dict[str, torch.Tensor], str]:
     """(the tensors of the file, its format): unwraps the usual wrapper keys."""
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
@@ -74,7 +74,7 @@ def read_state_dict(path: str) -> tuple[dict, str]:
     return obj, fmt
 
 
-def strip_prefixes(state: dict, model_keys: set) -> tuple[dict, str]:
+def strip_prefixes(state: dict[str, torch.Tensor], model_keys: set[str]) -> tuple[dict[str, torch.Tensor], str]:
     """The state dict under the prefix (of PREFIXES) that matches the most model keys, without the
     keys of known wrappers (a robustness attacker's copy of the network, normalizer buffers)."""
     best = max(PREFIXES, key=lambda p: sum(1 for k in state if k.startswith(p) and k[len(p):] in model_keys))
@@ -89,7 +89,7 @@ def strip_prefixes(state: dict, model_keys: set) -> tuple[dict, str]:
     return out, best
 
 
-def check_fits(model: torch.nn.Module, state: dict, path: str, show: int = 8) -> None:
+def check_fits(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str, show: int = 8) -> None:
     """Raises ValueError naming the keys that are missing, left over, or of another shape."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]

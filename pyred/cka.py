@@ -10,7 +10,7 @@ for a d x d Gram. ``route="auto"`` takes the cheaper one.
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from . import _checks as check
 from . import cka_autograd
@@ -45,7 +45,7 @@ def linear_cka(X: Any, Y: Any, *, debiased: bool = False, chunk_size: int | None
       tensor that requires grad (and grad mode is on): a 0-d float64 tensor whose gradient is
       exact (plain differentiable torch on the chosen route's algebra; see :mod:`pyred.cka_autograd`).
     """
-    route = check.choice(route, "route", ROUTES)
+    route = cast(Route, check.choice(route, "route", ROUTES))
     if route == "auto":
         n, d, e = _rows(X), _width(X), _width(Y, "Y")
         wide = max(d, e) > MAX_GRAM_DIM
@@ -104,8 +104,8 @@ def subset_cka(X: Any, subsets: Subsets | Any, target: Any = None, *, debiased: 
     """
     d = _width(X)
     subsets = as_subsets(subsets, d)
-    route = check.choice(route, "route", ROUTES)
-    kernel = check.choice(kernel, "kernel", KERNELS)
+    route = cast(Route, check.choice(route, "route", ROUTES))
+    kernel = cast(Kernel, check.choice(kernel, "kernel", KERNELS))
     if kernel == "rbf":
         if route == "features":
             raise ValueError("route: the RBF kernel has no feature-space form; use route='samples' (or 'auto')")
@@ -145,10 +145,11 @@ def subset_cka(X: Any, subsets: Subsets | Any, target: Any = None, *, debiased: 
         if L.shape != (n, n):
             raise ValueError(f"target_gram: expected an ({n}, {n}) Gram, got {tuple(L.shape)}")
         L = L.to(x.device)
-    return from_torch(require_finite(sample_road_rbf_cka(x, S, y, L, debiased, sigma), "subset_cka"), kind)
+    # (kernel is "rbf" here: sigma is set)
+    return from_torch(require_finite(sample_road_rbf_cka(x, S, y, L, debiased, cast(float, sigma)), "subset_cka"), kind)
 
 
-def choose_route(n: int, d: int, subsets: Subsets, debiased: bool = False) -> str:
+def choose_route(n: int, d: int, subsets: Subsets, debiased: bool = False) -> Literal["features", "samples"]:
     """The road with fewer multiply-adds, within both roads' memory limits (see :func:`subset_cka`)."""
     if d > MAX_GRAM_DIM:
         return "samples"

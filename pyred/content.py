@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -30,7 +30,7 @@ class UnknownContent(ValueError):
     """The source's content cannot be identified without reading it in a way pyred cannot trust."""
 
 
-def files_identity(paths: Iterable[str | os.PathLike], root: str | os.PathLike | None = None) -> str:
+def files_identity(paths: Iterable[str | os.PathLike[str]], root: str | os.PathLike[str] | None = None) -> str:
     """sha256 over (path relative to ``root``, size, mtime_ns) of each file, in the order given."""
     h = hashlib.sha256()
     root = None if root is None else os.fspath(root)
@@ -42,7 +42,7 @@ def files_identity(paths: Iterable[str | os.PathLike], root: str | os.PathLike |
     return h.hexdigest()
 
 
-def tree_identity(folder: str | os.PathLike) -> str:
+def tree_identity(folder: str | os.PathLike[str]) -> str:
     """:func:`files_identity` of every file under ``folder`` (sorted, paths relative to it)."""
     folder = os.fspath(folder)
     paths = []
@@ -57,7 +57,7 @@ def array_identity(a: Any) -> str:
     arr = a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
     arr = np.ascontiguousarray(arr)
     h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
-    h.update(memoryview(arr).cast("B"))
+    h.update(memoryview(cast(Any, arr)).cast("B"))  # numpy declares __buffer__ only for Python >= 3.12
     return h.hexdigest()
 
 

@@ -22,7 +22,7 @@ import gzip
 import os
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
                          "Bag", "Ankle boot")
 
 
-class LabeledImages(torch.utils.data.Dataset):
+class LabeledImages(torch.utils.data.Dataset[tuple[Any, int]]):
     """Images (by index into ``source``) with integer labels.
 
     source: an indexable whose item i is a PIL image, or a (PIL image, label) pair.
@@ -49,9 +49,10 @@ class LabeledImages(torch.utils.data.Dataset):
       :mod:`pyred.content`), a string that changes whenever the images do, or a callable returning one.
     """
 
-    def __init__(self, source: Any, indices: Sequence[int], targets: Sequence[int], classes: Sequence[str],
-                 name: str, split: str, transform: Callable | None = None, to_image: Callable | None = None,
-                 fingerprint: str | Callable[[], str] | None = None):
+    def __init__(self, source: Any, indices: Sequence[int] | np.ndarray, targets: Sequence[int] | np.ndarray,
+                 classes: Sequence[str], name: str, split: str, *, transform: Callable[[Any], Any] | None = None,
+                 to_image: Callable[[Any], Any] | None = None,
+                 fingerprint: str | Callable[[], str] | None = None) -> None:
         self.source, self.indices = source, np.asarray(indices, dtype=np.int64)
         self.targets = np.asarray(targets, dtype=np.int64)
         if len(self.targets) != len(self.indices):
@@ -64,7 +65,7 @@ class LabeledImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[Any, int]:
         item = self.source[int(self.indices[i])]
         image = item[0] if isinstance(item, tuple) else item
         if self._to_image is not None:
@@ -75,15 +76,16 @@ class LabeledImages(torch.utils.data.Dataset):
             image = self.transform(image)
         return image, int(self.targets[i])
 
-    def with_transform(self, transform: Callable | None) -> LabeledImages:
+    def with_transform(self, transform: Callable[[Any], Any] | None) -> LabeledImages:
         """The same split, producing ``transform(image)``."""
         return self.subset(np.arange(len(self)), transform)
 
-    def subset(self, idx: Sequence[int], transform: Any = "same") -> LabeledImages:
+    def subset(self, idx: Sequence[int] | np.ndarray, transform: Any = "same") -> LabeledImages:
         """The images ``idx`` of this split (with its labels, classes, name, split and fingerprint)."""
         idx = np.asarray(idx, dtype=np.int64)
         return LabeledImages(self.source, self.indices[idx], self.targets[idx], self.classes, self.name, self.split,
-                             self.transform if transform == "same" else transform, self._to_image, self.fingerprint)
+                             transform=self.transform if transform == "same" else transform, to_image=self._to_image,
+                             fingerprint=self.fingerprint)
 
     def content_id(self) -> str:
         """A digest of the images and labels of this split: what the source holds (the fingerprint, or
@@ -102,12 +104,13 @@ class LabeledImages(torch.utils.data.Dataset):
 
 
 _REGISTRY: dict[str, Callable[..., LabeledImages]] = {}
+_Loader = TypeVar("_Loader", bound=Callable[..., LabeledImages])
 
 
-def register_dataset(name: str):
+def register_dataset(name: str) -> Callable[[_Loader], _Loader]:
     """Decorator: ``fn(split, root, download) -> LabeledImages`` becomes ``load(name, ...)``."""
 
-    def wrap(fn):
+    def wrap(fn: _Loader) -> _Loader:
         _REGISTRY[name] = fn
         return fn
 
@@ -118,7 +121,8 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load(name: str, split: Split, *, root: str | os.PathLike | None = None, download: bool = False) -> LabeledImages:
+def load(name: str, split: Split, *, root: str | os.PathLike[str] | None = None,
+         download: bool = False) -> LabeledImages:
     """One split of a registered dataset (see the module docstring)."""
     if name not in _REGISTRY:
         raise ValueError(f"dataset: unknown {name!r}; available: {available()}")
@@ -136,12 +140,12 @@ def _pick(split: str, n_train: int) -> np.ndarray:
     return (tr if split == "train" else va).numpy()
 
 
-def _gray_to_pil(a: np.ndarray):
+def _gray_to_pil(a: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(a))  # uint8 (H, W): mode "L"
 
 
 @register_dataset("digits")
-def _digits(split: str, root, download) -> LabeledImages:
+def _digits(split: str, root: str | None, download: bool) -> LabeledImages:
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:
@@ -181,7 +185,7 @@ def read_idx(path: str) -> np.ndarray:
     return body.reshape(shape)
 
 
-def _find_fashion(root) -> str | None:
+def _find_fashion(root: str | None) -> str | None:
     names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
     dirs = ([root, os.path.join(root, "FashionMNIST", "raw")] if root else []) + list(FASHION_MNIST_DIRS)
     for d in dirs:
@@ -191,7 +195,7 @@ def _find_fashion(root) -> str | None:
 
 
 @register_dataset("fashion-mnist")
-def _fashion(split: str, root, download) -> LabeledImages:
+def _fashion(split: str, root: str | None, download: bool) -> LabeledImages:
     d = _find_fashion(root)
     if d is None and download:
         import torchvision
@@ -205,7 +209,7 @@ def _fashion(split: str, root, download) -> LabeledImages:
                                 "'apt-get install dataset-fashion-mnist' (Debian), or pass download=True "
                                 "(torchvision, needs network) or root= a folder holding them")
 
-    def path(n):
+    def path(n: str) -> str:
         return os.path.join(d, n + ".gz") if os.path.exists(os.path.join(d, n + ".gz")) else os.path.join(d, n)
 
     if split == "test":
@@ -220,13 +224,14 @@ def _fashion(split: str, root, download) -> LabeledImages:
                          to_image=_gray_to_pil, fingerprint=lambda: files_identity(files))
 
 
-def _torchvision(name: str, make: Callable, targets_of: Callable, has_val: bool, split: str, root, download):
+def _torchvision(name: str, make: Callable[[str, str, bool], Any], targets_of: Callable[[Any], Any], has_val: bool,
+                 split: str, root: str | None, download: bool) -> LabeledImages:
     root = root or os.path.expanduser("~/.cache/pyred/datasets")
     try:
         if has_val:  # Flowers102: official train / val / test
             parts = {"train": ["train"], "val": ["val"], "test": ["test"], "trainval": ["train", "val"]}[split]
             sources = [make(root, p, download) for p in parts]
-            source = torch.utils.data.ConcatDataset(sources)
+            source: Any = torch.utils.data.ConcatDataset(sources)
             targets = np.concatenate([np.asarray(targets_of(s)) for s in sources])
             idx = np.arange(len(targets))
         else:
@@ -241,8 +246,8 @@ def _torchvision(name: str, make: Callable, targets_of: Callable, has_val: bool,
     return LabeledImages(source, idx, targets[idx], classes, name, split)
 
 
-def _tv(cls_name: str, split_kw: str):
-    def make(root, part, download):
+def _tv(cls_name: str, split_kw: str) -> Callable[[str, str, bool], Any]:
+    def make(root: str, part: str, download: bool) -> Any:
         import torchvision
 
         cls = getattr(torchvision.datasets, cls_name)
@@ -261,7 +266,7 @@ register_dataset("flowers102")(lambda s, r, dl: _torchvision("flowers102", _tv("
                                                              lambda d: d._labels, True, s, r, dl))
 
 
-def _pets(root, part, download):
+def _pets(root: str, part: str, download: bool) -> Any:
     import torchvision
 
     return torchvision.datasets.OxfordIIITPet(root, split="test" if part == "test" else "trainval",
@@ -273,7 +278,7 @@ register_dataset("oxford-pets")(lambda s, r, dl: _torchvision("oxford-pets", _pe
 
 
 @register_dataset("folder")
-def _folder(split: str, root, download) -> LabeledImages:
+def _folder(split: str, root: str | None, download: bool) -> LabeledImages:
     """root/train, root/test and optionally root/val, each with one subfolder of images per class.
     Without root/val, "val" is a fixed-seed 10 % of root/train and "train" the rest."""
     import torchvision

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,7 +57,8 @@ def apply(images: torch.Tensor, params: torch.Tensor, size: int, mean: Sequence[
     theta[:, 0, 2] = 2 * x0 + w - 1
     theta[:, 1, 1] = h
     theta[:, 1, 2] = 2 * y0 + h - 1
-    grid = torch.nn.functional.affine_grid(theta, (B, 3, size, size), align_corners=False)
+    # torch's stub asks for list[int]; any sequence of ints works
+    grid = torch.nn.functional.affine_grid(theta, (B, 3, size, size), align_corners=False)  # type: ignore[arg-type]
     # sample within the crop: clamp to its edge pixels' centres, as resizing the cropped image does
     H, W = x.shape[-2:]
     for axis, start, length, n in ((0, x0, w, W), (1, y0, h, H)):
@@ -85,7 +87,7 @@ def apply(images: torch.Tensor, params: torch.Tensor, size: int, mean: Sequence[
     rot = torch.zeros(B, 2, 3, device=x.device)
     rot[:, 0, 0], rot[:, 0, 1] = torch.cos(a), -torch.sin(a)
     rot[:, 1, 0], rot[:, 1, 1] = torch.sin(a), torch.cos(a)
-    grid = torch.nn.functional.affine_grid(rot, (B, 3, size, size), align_corners=False)
+    grid = torch.nn.functional.affine_grid(rot, (B, 3, size, size), align_corners=False)  # type: ignore[arg-type]
     x = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     m = torch.tensor(mean, device=x.device, dtype=x.dtype)[None, :, None, None]
     s = torch.tensor(std, device=x.device, dtype=x.dtype)[None, :, None, None]
@@ -97,10 +99,10 @@ class RawImage:
     ``load_size`` x ``load_size`` when given, so images of mixed sizes batch), and its parameters
     drawn at the image's original size."""
 
-    def __init__(self, load_size: int | None = None):
+    def __init__(self, load_size: int | None = None) -> None:
         self.load_size = load_size
 
-    def __call__(self, image) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, image: Any) -> tuple[torch.Tensor, torch.Tensor]:
         params = draw_params(image.height, image.width)
         if self.load_size is not None:
             image = image.resize((self.load_size, self.load_size), resample=2)  # PIL bilinear

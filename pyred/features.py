@@ -26,7 +26,7 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -48,8 +48,8 @@ class FeatureSet:
 
     X: np.ndarray
     y: np.ndarray
-    class_names: list
-    metadata: dict = field(default_factory=dict)
+    class_names: list[str]
+    metadata: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
 
     def __len__(self) -> int:
@@ -71,10 +71,11 @@ class FeatureSet:
         return np.arange(len(self.y), dtype=np.int64) % max(1, self.images)
 
 
-def extract_features(backbone, dataset, *, batch_size: int | None = None, device: Any = None, num_workers: int = 0,
-                     amp: bool = False, cache_dir: str | os.PathLike | None = None,
-                     transform: Callable | str | None = "backbone", transform_id: str | None = None,
-                     chunk_size: int = 4096, progress: bool = True, augment: str | Callable | None = None,
+def extract_features(backbone: Any, dataset: Any, *, batch_size: int | None = None, device: Any = None,
+                     num_workers: int = 0, amp: bool = False, cache_dir: str | os.PathLike[str] | None = None,
+                     transform: Callable[[Any], Any] | str | None = "backbone", transform_id: str | None = None,
+                     chunk_size: int = 4096, progress: bool = True,
+                     augment: str | Callable[[Any], Any] | None = None,
                      views: int = 1, seed: int = 0, image_size: int = 224,
                      normalization: Any = "model") -> FeatureSet:
     """Features of every image of ``dataset`` under ``backbone``.
@@ -179,7 +180,8 @@ class CacheKey:
            content: str | None) -> CacheKey:
         """The key of ``data`` (the images as they go through the backbone) drawn from ``dataset``; ``views``:
         None for clean images, else the views per image of an augmentation under ``seed``."""
-        augmented = dict(views=views, augment_seed=seed, images=len(dataset)) if views is not None else {}
+        augmented: dict[str, Any] = (dict(views=views, augment_seed=seed, images=len(dataset)) if views is not None
+                                     else {})
         return cls(getattr(backbone, "name", type(backbone).__name__),
                    backbone.weights_digest() if hasattr(backbone, "weights_digest") else "unknown",
                    getattr(backbone, "weights_source", "unknown"), getattr(backbone, "layer", "penultimate"),
@@ -214,7 +216,7 @@ def _images(backbone: Any, dataset: Any, transform: Any, transform_id: str | Non
     return SeededImages(dataset, augmentation, seed, views), tid
 
 
-def _content(dataset) -> str:
+def _content(dataset: Any) -> str:
     """The dataset's content digest for the cache key, or the error that says how to give one."""
     from .content import UnknownContent
 
@@ -222,14 +224,15 @@ def _content(dataset) -> str:
         raise ValueError(f"dataset: a {type(dataset).__name__} cannot say what it holds (no content_id()); build a "
                          "pyred.datasets.LabeledImages to cache its features, or pass cache_dir=None")
     try:
-        return dataset.content_id()
+        return cast(str, dataset.content_id())
     except UnknownContent as exc:
         raise ValueError(f"dataset: {exc}, so cached features could go stale when its images change; pass "
                          "LabeledImages(..., fingerprint='...') -- a string that changes whenever the images do -- "
                          "to cache its features, or cache_dir=None") from None
 
 
-def _resolve_transform(backbone, transform, transform_id, caching: bool, paper_options: dict | None = None):
+def _resolve_transform(backbone: Any, transform: Any, transform_id: str | None, caching: bool,
+                       paper_options: dict[str, Any] | None = None) -> tuple[Any, str]:
     """(the transform to apply, the string that identifies it in the cache key)."""
     if transform_id is not None:
         check.string(transform_id, "transform_id")
@@ -259,7 +262,8 @@ def _resolve_transform(backbone, transform, transform_id, caching: bool, paper_o
     return transform, "custom:" + transform_id
 
 
-def _augment(backbone, augment, transform_id, image_size, normalization, caching: bool):
+def _augment(backbone: Any, augment: Any, transform_id: str | None, image_size: int, normalization: Any,
+             caching: bool) -> tuple[Any, str]:
     """(the augmentation to apply, the string that identifies it in the cache key)."""
     from .transforms import describe, train_transform
     from .transforms import normalization as norm
@@ -278,11 +282,12 @@ def _augment(backbone, augment, transform_id, image_size, normalization, caching
 
 
 class _Runner:
-    def __init__(self, backbone, data, batch_size, device, num_workers, amp, progress):
+    def __init__(self, backbone: Any, data: Any, batch_size: int, device: torch.device, num_workers: int, amp: bool,
+                 progress: bool) -> None:
         self.backbone, self.data, self.batch_size = backbone, data, batch_size
         self.device, self.num_workers, self.amp, self.progress = device, num_workers, amp, progress
 
-    def features(self, start: int, stop: int, desc: str = "features", bar=None) -> np.ndarray:
+    def features(self, start: int, stop: int, desc: str = "features", bar: Any = None) -> np.ndarray:
         """(stop - start, d) float32 features of samples [start, stop)."""
         subset = torch.utils.data.Subset(self.data, range(start, stop))
         loader = torch.utils.data.DataLoader(subset, batch_size=self.batch_size, shuffle=False,
@@ -291,7 +296,7 @@ class _Runner:
         own_bar = bar is None
         if own_bar:
             bar = progress_bar(None, self.progress, total=stop - start, desc=desc, unit="img")
-        parts = []
+        parts: list[np.ndarray] = []
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         dtype_in = next((p.dtype for p in self.backbone.parameters()), None)  # float64 models take float64 images
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=self.amp):
@@ -309,7 +314,8 @@ class _Runner:
         return np.concatenate(parts).astype(np.float32, copy=False)
 
 
-def _extract_to_cache(folder, run: _Runner, data, meta, classes, chunk_size) -> FeatureSet:
+def _extract_to_cache(folder: str, run: _Runner, data: Any, meta: dict[str, Any], classes: list[str],
+                      chunk_size: int) -> FeatureSet:
     n = len(data)
     targets = np.asarray(data.targets, dtype=np.int64)
     starts = list(range(0, n, chunk_size)) or [0]
@@ -330,11 +336,11 @@ def _extract_to_cache(folder, run: _Runner, data, meta, classes, chunk_size) -> 
                                     "y": sha256_file(base + ".y.npy")})  # the commit record, written last
     bar.close()
     # Join the chunks into one array per kind, then write the manifest last.
-    d = None
+    d: int | None = None  # the features' width, from the "X" chunks
     for kind, dtype in (("X", np.float32), ("y", np.int64)):
         parts = [np.load(os.path.join(folder, f"chunk-{c:05d}.{kind}.npy"), mmap_mode="r") for c in range(len(starts))]
         d = parts[0].shape[1] if kind == "X" else d
-        shape = (n, d) if kind == "X" else (n,)
+        shape = (n, cast(int, d)) if kind == "X" else (n,)
         with atomic_path(os.path.join(folder, "features.npy" if kind == "X" else "labels.npy")) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
             row = 0
@@ -343,7 +349,7 @@ def _extract_to_cache(folder, run: _Runner, data, meta, classes, chunk_size) -> 
                 row += len(p)
             out.flush()
             del out
-    manifest = {**meta, "class_names": classes, "dim": int(d),
+    manifest = {**meta, "class_names": classes, "dim": int(cast(int, d)),
                 "sha256": {"features.npy": sha256_file(os.path.join(folder, "features.npy")),
                            "labels.npy": sha256_file(os.path.join(folder, "labels.npy"))}}
     write_json(os.path.join(folder, "meta.json"), manifest)
@@ -351,12 +357,15 @@ def _extract_to_cache(folder, run: _Runner, data, meta, classes, chunk_size) -> 
         for suffix in (".X.npy", ".y.npy", ".json"):
             remove(os.path.join(folder, f"chunk-{c:05d}{suffix}"))
     fs = _load_complete(folder)
+    if fs is None:  # what was just written (and fsynced) does not read back: the disk is full or failing
+        raise OSError(f"{folder}: the feature cache just written does not match its checksums (is the disk full or "
+                      "failing?); it was removed -- extract again, or pass cache_dir=None")
     fs.metadata["cache"] = "resumed" if reused else "computed"
     fs.metadata["chunks_reused"] = reused
     return fs
 
 
-def _load_complete(folder) -> FeatureSet | None:
+def _load_complete(folder: str) -> FeatureSet | None:
     """The cached FeatureSet when its manifest and checksums are intact; None to (re)compute."""
     manifest = os.path.join(folder, "meta.json")
     if not os.path.exists(manifest):

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -65,7 +65,7 @@ class Moments:
     uu_y: torch.Tensor | None = None
 
 
-def _hsic(xy, uu, su_a, su_b, n: int, debiased: bool):
+def _hsic(xy: Any, uu: Any, su_a: Any, su_b: Any, n: int, debiased: bool) -> Any:
     """Linear HSIC up to a factor that cancels in CKA.
 
     biased: ||Xa^T Xb||_F^2 of centred features (Kornblith et al. 2019).
@@ -121,10 +121,10 @@ class _Scaled:
     """A stream's power-of-two scale 2^E: chunks are multiplied by 2^-E before their products, E following
     :func:`pyred.numerics.stream_exponent` (earlier sums are rescaled when it changes)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.E: int | None = None
 
-    def apply(self, z: torch.Tensor, zmax: float, sums: _Sums, which: int, dtype) -> torch.Tensor:
+    def apply(self, z: torch.Tensor, zmax: float, sums: _Sums, which: int, dtype: torch.dtype) -> torch.Tensor:
         """z * 2^-E in ``dtype`` (in place when z is already of ``dtype``), after raising E if the
         exponent of zmax = max|z| needs it (rescaling ``sums`` to match)."""
         new = stream_exponent(self.E, exponent(zmax), dtype)
@@ -157,7 +157,7 @@ class GramStats:
     """
 
     def __init__(self, dim: int, target_dim: int | None = None, *, debiased: bool = False,
-                 shift: Any = None, target_shift: Any = None, device: Any = None):
+                 shift: Any = None, target_shift: Any = None, device: Any = None) -> None:
         self.dim = check.integer(dim, "dim", min=1)
         if self.dim > MAX_GRAM_DIM:
             raise ValueError(f"dim: a layer of width {self.dim} needs a {self.dim} x {self.dim} float64 Gram "
@@ -168,8 +168,10 @@ class GramStats:
         self.n = 0
         self._device = torch.device(device) if device is not None else None
         self._shift_in = (shift, target_shift)
+        self._sx: torch.Tensor | None
+        self._sy: torch.Tensor | None
         self._sx = self._sy = None  # the shifts, in compute precision (set by the first chunk)
-        self._cd = None  # compute dtype
+        self._cd: torch.dtype | None = None  # compute dtype
         self._sums = _Sums()
         self._scale_x, self._scale_y = _Scaled(), _Scaled()
         self._kind = "torch"
@@ -218,26 +220,27 @@ class GramStats:
         xt, kind, yt = paired_chunk(x, y, self.dim, self.target_dim, "GramStats", check_finite=False)
         return self._feed(xt, yt, kind, check_finite)
 
-    def _feed(self, xt, yt, kind, check_finite: bool) -> GramStats:
+    def _feed(self, xt: torch.Tensor, yt: torch.Tensor | None, kind: str, check_finite: bool) -> GramStats:
         if self._cd is None:
             self._start(xt, yt, kind, check_finite)
         # Every chunk is multiplied in the precision the first chunk fixed. Both chunks are
         # checked before anything is added, so a bad chunk leaves the statistics as they were.
-        z, zmax = _shifted(xt, self._sx, self._device, self._cd, "x")
+        # (_start set the shifts and the compute dtype)
+        z, zmax = _shifted(xt, cast(torch.Tensor, self._sx), self._device, cast(torch.dtype, self._cd), "x")
         w = wmax = None
         if yt is not None:
-            w, wmax = _shifted(yt, self._sy, self._device, self._cd, "y")
-        z = self._scale_x.apply(z, zmax, self._sums, 0, self._cd)
+            w, wmax = _shifted(yt, cast(torch.Tensor, self._sy), self._device, cast(torch.dtype, self._cd), "y")
+        z = self._scale_x.apply(z, zmax, self._sums, 0, cast(torch.dtype, self._cd))
         self._add_x(z)
         if w is not None:
-            w = self._scale_y.apply(w, wmax, self._sums, 1, self._cd)
+            w = self._scale_y.apply(w, cast(float, wmax), self._sums, 1, cast(torch.dtype, self._cd))
             self._add_xy(z, w)
         self.n += xt.shape[0]
         self._moments = None
         self._terms = None
         return self
 
-    def _start(self, xt, yt, kind, check_finite):
+    def _start(self, xt: torch.Tensor, yt: torch.Tensor | None, kind: str, check_finite: bool) -> None:
         """Fixes the device, the compute precision and the shifts from the first chunk."""
         self._kind = kind
         if self._device is None:
@@ -248,7 +251,7 @@ class GramStats:
         if yt is not None:
             self._sy = self._vector(target_shift, self.target_dim, "target_shift", yt, "y" if check_finite else None)
 
-    def _vector(self, v, dim, name, chunk, check_as):
+    def _vector(self, v: Any, dim: int | None, name: str, chunk: torch.Tensor, check_as: str | None) -> torch.Tensor:
         """The shift, float64: given, or the chunk's column means (which also reveal any NaN/Inf)."""
         if v is None:
             return _column_means(chunk, check_as).to(self._device)
@@ -257,7 +260,7 @@ class GramStats:
             raise ValueError(f"{name}: expected {dim} values, got {t.shape[1]}")
         return t[0].to(self._device, F64)
 
-    def _add_x(self, z):
+    def _add_x(self, z: torch.Tensor) -> None:
         S = self._sums
         S.add("bx", z.sum(0))
         S.add("G", symmetric_product(z))
@@ -267,7 +270,7 @@ class GramStats:
             S.add("P0", symmetric_product(z2))
             S.add("Q", z2.T @ z)
 
-    def _add_xy(self, z, w):
+    def _add_xy(self, z: torch.Tensor, w: torch.Tensor) -> None:
         S = self._sums
         S.add("by", w.sum(0))
         S.add("Gy", symmetric_product(w))
@@ -291,11 +294,11 @@ class GramStats:
         ex = self._scale_x.E or 0
         ey = self._scale_y.E or 0
 
-        def up(t, k):
+        def up(t: torch.Tensor | None, k: int) -> Any:  # None where t is None
             return None if t is None else ldexp(t, k)
 
-        return Moments(m.n, up(m.C, 2 * ex), self._sx + up(m.mean, ex), up(m.P, 4 * ex), up(m.Cxy, ex + ey),
-                       up(m.Cyy, 2 * ey), up(m.q, 2 * ex + 2 * ey), up(m.uu_y, 4 * ey))
+        return Moments(m.n, up(m.C, 2 * ex), cast(torch.Tensor, self._sx) + up(m.mean, ex), up(m.P, 4 * ex),
+                       up(m.Cxy, ex + ey), up(m.Cyy, 2 * ey), up(m.q, 2 * ex + 2 * ey), up(m.uu_y, 4 * ey))
 
     def _scaled_moments(self) -> Moments:
         """Centred statistics of the scaled data (``mean`` here: the mean minus the shift, scaled).
@@ -343,13 +346,16 @@ class GramStats:
         c = torch.diagonal(m.C).clone()  # per-feature sums of squares: sum of u over a subset
         if self.target_dim is None:
             t, hsic_tt_xy = W.sum(1), W.sum()
-            q, uu_t, su_t = (m.P.sum(1), m.P.sum(), c.sum()) if self.debiased else (None, None, None)
-        else:
-            t, hsic_tt_xy = (m.Cxy * m.Cxy).sum(1), (m.Cyy * m.Cyy).sum()
-            q, uu_t, su_t = (m.q, m.uu_y, torch.diagonal(m.Cyy).sum()) if self.debiased else (None, None, None)
+            q, uu_t, su_t = ((cast(torch.Tensor, m.P).sum(1), cast(torch.Tensor, m.P).sum(), c.sum()) if self.debiased
+                             else (None, None, None))
+        else:  # (P is set when debiased, Cxy and Cyy with a target)
+            t, hsic_tt_xy = ((cast(torch.Tensor, m.Cxy) * cast(torch.Tensor, m.Cxy)).sum(1),
+                             (cast(torch.Tensor, m.Cyy) * cast(torch.Tensor, m.Cyy)).sum())
+            q, uu_t, su_t = ((m.q, m.uu_y, torch.diagonal(cast(torch.Tensor, m.Cyy)).sum()) if self.debiased
+                             else (None, None, None))
         self._terms = {
             "n": n, "W": W, "c": c, "t": t, "q": q,
-            "mats": torch.stack([W, m.P]) if self.debiased else W,
+            "mats": torch.stack([W, cast(torch.Tensor, m.P)]) if self.debiased else W,
             "hsic_tt": _hsic(hsic_tt_xy, uu_t, su_t, su_t, n, self.debiased),
             "su_t": su_t,
         }
@@ -359,7 +365,7 @@ class GramStats:
     def subset_cka(self, subsets: Subsets | Any) -> Any:
         """(K,) float64: CKA(X[:, S_k], target) for each subset (target: full X or Y)."""
         T = self._cka_terms()
-        S = as_subsets(subsets, self.dim).to(self._device)
+        S = as_subsets(subsets, self.dim).to(cast(torch.device, self._device))  # set by the first chunk
         n, deb = T["n"], self.debiased
         if deb:
             vec = segment_sums(torch.stack([T["t"], T["q"], T["c"]]), S)  # (K, 3)
@@ -374,8 +380,8 @@ class GramStats:
     def subset_pair_cka(self, subsets_a: Subsets | Any, subsets_b: Subsets | Any) -> Any:
         """(K,) float64: CKA(X[:, A_k], X[:, B_k]) for K pairs of subsets of X."""
         T = self._cka_terms()
-        A = as_subsets(subsets_a, self.dim, "subsets_a").to(self._device)
-        B = as_subsets(subsets_b, self.dim, "subsets_b").to(self._device)
+        A = as_subsets(subsets_a, self.dim, "subsets_a").to(cast(torch.device, self._device))  # set by the first chunk
+        B = as_subsets(subsets_b, self.dim, "subsets_b").to(cast(torch.device, self._device))
         if len(A) != len(B):
             raise ValueError(f"subsets_b: expected {len(A)} subsets (as many as subsets_a), got {len(B)}")
         K, n, deb = len(A), T["n"], self.debiased
@@ -395,7 +401,8 @@ class GramStats:
         T = self._cka_terms()
         n, deb = T["n"], self.debiased
         c_sum = T["c"].sum()
-        hsic_xx = _hsic(T["W"].sum(), self._scaled_moments().P.sum() if deb else None, c_sum, c_sum, n, deb)
+        hsic_xx = _hsic(T["W"].sum(), cast(torch.Tensor, self._scaled_moments().P).sum() if deb else None, c_sum, c_sum,
+                        n, deb)
         hsic_xt = _hsic(T["t"].sum(), T["q"].sum() if deb else None, c_sum, T["su_t"], n, deb)
         return float(require_finite(ratio(hsic_xt, hsic_xx, T["hsic_tt"]), "linear_cka"))
 
@@ -428,12 +435,13 @@ def _column_means(t: torch.Tensor, check_as: str | None) -> torch.Tensor:
             check_all_finite(t, check_as)
         mean = t.mean(0, dtype=F64)
         if not bool(torch.isfinite(mean).all()) and bool(torch.isfinite(t).all()):
-            e = exponent(absmax(t))  # finite float64 entries whose sum overflows: average them scaled
+            e = cast(int, exponent(absmax(t)))  # finite float64 entries whose sum overflows: average them scaled
             mean = ldexp(ldexp(t.to(F64), -e).mean(0), e)
     return mean.to(F64)
 
 
-def _shifted(t: torch.Tensor, shift: torch.Tensor, device, dtype, name: str) -> tuple[torch.Tensor, float]:
+def _shifted(t: torch.Tensor, shift: torch.Tensor, device: torch.device | None, dtype: torch.dtype,
+             name: str) -> tuple[torch.Tensor, float]:
     """(t - shift, max |t - shift|): in ``dtype``, or in float64 when ``dtype`` would overflow (float32
     entries near 3e38; it is scaled down before it is cast). A NaN/Inf in t raises ValueError naming
     ``name`` and the first bad (row, column)."""

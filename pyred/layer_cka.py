@@ -25,10 +25,10 @@ F64 = torch.float64
 KERNELS = ("linear", "rbf")
 
 
-def default_layers(backbone) -> list[str]:
+def default_layers(backbone: Any) -> list[str]:
     """The model's stage outputs from timm's feature_info (e.g. resnet: act1, layer1..layer4), else its
     top-level children."""
-    info = getattr(backbone.model, "feature_info", None)
+    info: Any = getattr(backbone.model, "feature_info", None)
     names = [f["module"] for f in info] if isinstance(info, (list, tuple)) and info and isinstance(info[0], dict) \
         else None
     if not names and hasattr(info, "module_name"):
@@ -36,7 +36,7 @@ def default_layers(backbone) -> list[str]:
     return names or [n for n, _ in backbone.model.named_children()]
 
 
-def _modules(backbone, layers: Sequence[str] | None, name: str) -> list[tuple[str, torch.nn.Module]]:
+def _modules(backbone: Any, layers: Sequence[str] | None, name: str) -> list[tuple[str, torch.nn.Module]]:
     layers = default_layers(backbone) if layers is None else list(layers)
     if not layers:
         raise ValueError(f"{name}: expected at least one layer name")
@@ -53,19 +53,19 @@ def _modules(backbone, layers: Sequence[str] | None, name: str) -> list[tuple[st
 class _Taps:
     """Forward hooks that keep the outputs of some modules, flattened or pooled, for one forward pass."""
 
-    def __init__(self, modules, pool: str):
+    def __init__(self, modules: Sequence[tuple[str, torch.nn.Module]], pool: str) -> None:
         from .backbones import pool_output
 
         self.out: dict[str, torch.Tensor] = {}
-        self.handles = []
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
         for name, module in modules:
-            def hook(mod, inputs, output, name=name):
+            def hook(mod: torch.nn.Module, inputs: Any, output: Any, name: str = name) -> None:
                 o = output[0] if isinstance(output, (tuple, list)) else output
                 self.out[name] = pool_output(o, pool).float()
 
             self.handles.append(module.register_forward_hook(hook))
 
-    def close(self):
+    def close(self) -> None:
         for h in self.handles:
             h.remove()
 
@@ -75,6 +75,7 @@ def _grams(feats: dict[str, torch.Tensor], names: list[str], kernel: str, sigma:
     for name in names:
         z = feats[name].to(F64)
         z = z - z.mean(0)
+        K: torch.Tensor | None  # rbf_gram gives None for a layer without variance
         K = z @ z.T
         if kernel == "rbf":
             K = rbf_gram(K, sigma)
@@ -83,7 +84,7 @@ def _grams(feats: dict[str, torch.Tensor], names: list[str], kernel: str, sigma:
     return out
 
 
-def layer_cka(backbone_a, dataset, *, layers_a: Sequence[str] | None = None, backbone_b=None,
+def layer_cka(backbone_a: Any, dataset: Any, *, layers_a: Sequence[str] | None = None, backbone_b: Any = None,
               layers_b: Sequence[str] | None = None, samples: int = 1000, kernel: str = "linear",
               sigma: float = 0.8, minibatch: int | None = None, pool: str = "flatten", batch_size: int = 64,
               transform: Any = "backbone", device: Any = None,
@@ -133,7 +134,8 @@ def layer_cka(backbone_a, dataset, *, layers_a: Sequence[str] | None = None, bac
     return ratio(sums.kl, sums.ka[:, None], sums.kb[None, :]), sums.names_a, sums.names_b
 
 
-def _layer_outputs(nets: list, dataset: Any, n: int, step: int, transform: Any, pool: str, dev: torch.device,
+def _layer_outputs(nets: list[tuple[Any, list[tuple[str, torch.nn.Module]]]], dataset: Any, n: int, step: int,
+                   transform: Any, pool: str, dev: torch.device,
                    progress: bool) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
     """For each batch of ``step`` of the first ``n`` images: ({layer: (b, features) CPU tensor} of the first
     network, the same of the second -- the first again when there is one network), one forward each."""

@@ -20,7 +20,7 @@ bounds it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -49,7 +49,7 @@ class MinibatchCKA:
     """
 
     def __init__(self, subsets: Subsets | Any, target_dim: int | None = None, *, kernel: str = "linear",
-                 batch_size: int | None = None):
+                 batch_size: int | None = None) -> None:
         self.subsets = subsets if isinstance(subsets, Subsets) else Subsets.from_lists(subsets)
         if len(self.subsets) == 0:
             raise ValueError("subsets: expected at least one subset, got 0")
@@ -57,11 +57,15 @@ class MinibatchCKA:
         self.kernel = check.choice(kernel, "kernel", KERNELS)
         self.batch_size = check.optional_integer(batch_size, "batch_size", min=4)
         self.batches = 0
+        self._kl: torch.Tensor | None
+        self._kk: torch.Tensor | None
+        self._ll: torch.Tensor | None
         self._kl = self._kk = self._ll = None
-        self._E: tuple = (None, None)  # the powers of two the minibatches are scaled by (see _with_batch)
+        self._E: tuple[int | None, int | None]
+        self._E = (None, None)  # the powers of two the minibatches are scaled by (see _with_batch)
         self._kind = "torch"
-        self._buffer: list = []
-        self._dim = None
+        self._buffer: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        self._dim: int | None = None
 
     def update(self, x: Any, y: Any = None) -> MinibatchCKA:
         """Adds samples: x (b, d) and, with a target, y (b, target_dim). Returns self."""
@@ -78,7 +82,7 @@ class MinibatchCKA:
             self._add(bx, by)
         return self
 
-    def _take(self, count: int):
+    def _take(self, count: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         xs, ys, got = [], [], 0
         while got < count:
             bx, by = self._buffer[0]
@@ -91,13 +95,14 @@ class MinibatchCKA:
             xs.append(bx)
             ys.append(by)
             got += bx.shape[0]
-        return torch.cat(xs), (None if ys[0] is None else torch.cat(ys))
+        return torch.cat(xs), (None if ys[0] is None else torch.cat(cast("list[torch.Tensor]", ys)))  # all or none
 
     def _add(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
         self._E, (self._kl, self._kk, self._ll) = self._with_batch(x, y)
         self.batches += 1
 
-    def _with_batch(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[tuple, tuple]:
+    def _with_batch(self, x: torch.Tensor, y: torch.Tensor | None
+                    ) -> tuple[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """(exponents, the accumulated (kl, kk, ll) with this minibatch added), changing nothing.
 
         Every minibatch is multiplied by the same powers of two 2^-Ex (and 2^-Ey for the target), which
@@ -111,10 +116,11 @@ class MinibatchCKA:
         S = self.subsets.to(x.device)
         kl, kk, ll = sample_road_hsic(x, S, None if y is None else y.to(x.device), debiased=True, exponents=(ex, ey))
         if self._kl is not None:
-            dx, dy = old_x - ex, old_y - ey
+            # (the exponents and all three sums are set together)
+            dx, dy = cast(int, old_x) - ex, cast(int, old_y) - ey
             kl = kl + ldexp(self._kl, 2 * dx + 2 * dy)
-            kk = kk + ldexp(self._kk, 4 * dx)
-            ll = ll + ldexp(self._ll, 4 * dy)
+            kk = kk + ldexp(cast(torch.Tensor, self._kk), 4 * dx)
+            ll = ll + ldexp(cast(torch.Tensor, self._ll), 4 * dy)
         return (ex, ey), (kl, kk, ll)
 
     def cka(self) -> Any:
@@ -126,11 +132,13 @@ class MinibatchCKA:
         rest = sum(b[0].shape[0] for b in self._buffer)
         if rest >= 4:
             x = torch.cat([b[0] for b in self._buffer])
-            y = None if self._buffer[0][1] is None else torch.cat([b[1] for b in self._buffer])
+            y = None if self._buffer[0][1] is None else torch.cat([cast(torch.Tensor, b[1]) for b in self._buffer])
             _, (kl, kk, ll) = self._with_batch(x, y)
         if kl is None:
             raise ValueError("MinibatchCKA: no minibatch yet; call update() with at least 4 samples")
-        return from_torch(require_finite(ratio(kl, kk, ll), "MinibatchCKA"), self._kind)
+        # (kk and ll are set with kl)
+        return from_torch(require_finite(ratio(kl, cast(torch.Tensor, kk), cast(torch.Tensor, ll)), "MinibatchCKA"),
+                          self._kind)
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:

@@ -17,6 +17,10 @@ its timm architecture (``resnet50``, any tag).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .backbones import Backbone
 
 MAIN_GRID = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9)
 RESNET18_GRID = (0.005, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.9)
@@ -61,15 +65,15 @@ class PaperModel:
     paper_normalization: str
     epochs: int
     lr_step: int
-    fractions: tuple
-    seeds: tuple = (1, 2, 3, 4, 5)
+    fractions: tuple[float, ...]
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
 
     @property
     def arch(self) -> str:
         return self.timm_name.split(".")[0]
 
 
-def _robust(key, arch, dim, file, epochs, step, grid):
+def _robust(key: str, arch: str, dim: int, file: str, epochs: int, step: int, grid: tuple[float, ...]) -> PaperModel:
     return PaperModel(key, arch, dim, "IN-1k, adversarial (Salman et al. 2020)", SALMAN + file, "robustness",
                       "imagenet", "imagenet", epochs, step, grid)
 
@@ -115,7 +119,7 @@ def find(model: str) -> PaperModel | None:
     return None
 
 
-def backbone(key: str, weights: str | None = None, **kwargs):
+def backbone(key: str, weights: str | None = None, **kwargs: Any) -> Backbone:
     """``pyred.Backbone`` for the paper's model ``key`` (see MODELS): timm's own pretrained tag where the
     paper's checkpoint is one, else ``weights`` = the downloaded checkpoint file (its source is named in
     the error when missing). ``kwargs`` go to Backbone (layer, pool, ...)."""
@@ -133,10 +137,10 @@ def backbone(key: str, weights: str | None = None, **kwargs):
     return Backbone(m.timm_name, weights=weights, **kwargs)
 
 
-def recipe_defaults(model: str, dataset: str) -> dict:
+def recipe_defaults(model: str, dataset: str) -> dict[str, Any]:
     """The paper's "sgd" options for ``model`` on ``dataset`` (weight decay and batch size from the
     dataset, epochs and step from the model's script family); {} where the paper has no entry."""
-    out: dict = {}
+    out: dict[str, Any] = {}
     m = find(model)
     if m is not None:
         out.update(epochs=m.epochs, lr_step=m.lr_step)
@@ -146,7 +150,7 @@ def recipe_defaults(model: str, dataset: str) -> dict:
     return out
 
 
-def resolve_options(model: str, dataset: str, recipe: str, user: dict) -> dict:
+def resolve_options(model: str, dataset: str, recipe: str, user: dict[str, Any]) -> dict[str, Any]:
     """The user's recipe options over the paper's defaults for (model, dataset). Giving ``epochs``
     without ``lr_step`` drops the table's step too, so the schedule scales with the epochs
     (lr_step = epochs / 5, the paper's ratio) instead of keeping a step meant for another length."""
@@ -158,6 +162,6 @@ def resolve_options(model: str, dataset: str, recipe: str, user: dict) -> dict:
     return {**base, **user}
 
 
-def fraction_grid(model: str, default: tuple = MAIN_GRID) -> tuple:
+def fraction_grid(model: str, default: tuple[float, ...] = MAIN_GRID) -> tuple[float, ...]:
     m = find(model)
     return m.fractions if m is not None else default

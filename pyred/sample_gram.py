@@ -24,6 +24,9 @@ X's columns does not.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, cast
+
 import torch
 
 from .numerics import input_exponent, ldexp, ratio
@@ -67,7 +70,8 @@ def unbiased_hsic(K: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
     return unbiased_hsic_from_sums(trace, ones_k, ones_l, cross, n)
 
 
-def unbiased_hsic_from_sums(trace, ones_k, ones_l, cross, n: int):
+def unbiased_hsic_from_sums(trace: torch.Tensor | float, ones_k: torch.Tensor | float, ones_l: torch.Tensor | float,
+                            cross: torch.Tensor, n: int) -> torch.Tensor:
     """The unbiased HSIC from its parts, with Kt, Lt the Grams with zeroed diagonals: trace = <Kt, Lt>,
     ones_k = 1'Kt1, ones_l = 1'Lt1, cross = (Kt 1) . (Lt 1)."""
     return (trace + ones_k * ones_l / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * cross) / (n * (n - 3))
@@ -87,7 +91,7 @@ class _Columns:
     :func:`pyred.numerics.input_exponent` -- 0 for input of ordinary magnitude -- or ``exponent``
     when given (a stream of minibatches shares one), so that no product over- or underflows."""
 
-    def __init__(self, x: torch.Tensor, block: int, exponent: int | None = None):
+    def __init__(self, x: torch.Tensor, block: int, exponent: int | None = None) -> None:
         self.x, self.block = x, block
         self.cd = F64 if x.dtype == F64 else torch.float32
         self.E = input_exponent(x, self.cd) if exponent is None else exponent
@@ -169,8 +173,8 @@ def symmetric_tiles(n: int, device: torch.device) -> list[int]:
     return [round(i * n / t) for i in range(t + 1)]
 
 
-def chain_grams(x: torch.Tensor, S: Subsets, cols: _Columns, chains: list | None = None, start_with=None,
-                whole: bool = True):
+def chain_grams(x: torch.Tensor, S: Subsets, cols: _Columns, chains: list[list[int]] | None = None,
+                start_with: torch.Tensor | None = None, whole: bool = True) -> Iterator[tuple[int, torch.Tensor]]:
     """Yields (k, K_k) for every non-empty subset k of ``chains`` (all of S's by default):
     K_k = Xc[:, S_k] Xc[:, S_k]^T (n x n float64), built incrementally along each chain of nested
     subsets. K_k is a buffer that the next step changes: use it before asking for the next one.
@@ -216,7 +220,7 @@ def split_chain(sizes: list[int], d: int) -> tuple[int, int]:
 
 
 def complement_grams(x: torch.Tensor, S: Subsets, cols: _Columns, members: list[int], out: torch.Tensor,
-                     whole: bool = True):
+                     whole: bool = True) -> Iterator[tuple[int, torch.Tensor]]:
     """Yields (k, K_C) for the members of a chain's tail, largest first: K_C = Xc[:, C] Xc[:, C]^T (n x n
     float64; whole, or valid on and above the diagonal) with C the columns outside S_k, built in ``out``
     (zeroed first) -- a buffer that the next step changes."""
@@ -232,7 +236,8 @@ def complement_grams(x: torch.Tensor, S: Subsets, cols: _Columns, members: list[
         yield members[j], cols.symmetric(out) if whole else out
 
 
-def subset_grams(x: torch.Tensor, S: Subsets, cols: _Columns, with_full: bool, whole: bool = True):
+def subset_grams(x: torch.Tensor, S: Subsets, cols: _Columns, with_full: bool, whole: bool = True
+                 ) -> tuple[torch.Tensor | None, Iterator[tuple[int, torch.Tensor]]]:
     """(L, grams): with ``with_full``, L is the full layer's centred linear Gram (n x n float64, whole),
     else None; ``grams`` yields (k, K_k) -- K_k = Xc[:, S_k] Xc[:, S_k]^T, a buffer the next step may
     change; whole, or with ``whole=False`` valid on and above the diagonal only -- for every non-empty
@@ -246,18 +251,18 @@ def subset_grams(x: torch.Tensor, S: Subsets, cols: _Columns, with_full: bool, w
     that, L takes a pass of its own): for the paper's grid one pass over X gives L and 14 Grams."""
     n, d = x.shape
     chains = nested_chains(S)
-    new = lambda: torch.empty(n, n, dtype=F64, device=x.device)  # noqa: E731
+    new: Callable[[], torch.Tensor] = lambda: torch.empty(n, n, dtype=F64, device=x.device)  # noqa: E731
 
-    def split(chain):  # without L, forward passes only
+    def split(chain: list[int]) -> int:  # without L, forward passes only
         return split_chain([int(S.sizes[k]) for k in chain], d)[0] if with_full else len(chain)
 
-    def walk(chain, L, buf):
+    def walk(chain: list[int], L: torch.Tensor | None, buf: torch.Tensor | None) -> Iterator[tuple[int, torch.Tensor]]:
         f = split(chain)
         if f:
             yield from chain_grams(x, S, cols, [chain[:f]], whole=whole)
         if f < len(chain):
             for k, KC in complement_grams(x, S, cols, chain[f:], new(), whole):
-                yield k, torch.sub(L, KC, out=buf)
+                yield k, torch.sub(cast(torch.Tensor, L), KC, out=buf)  # L is set: with_full
 
     held, L = [], None
     if with_full and chains and len(max(chains, key=len)) * n * n * 8 <= HELD_GRAMS_BYTES:
@@ -281,7 +286,7 @@ def subset_grams(x: torch.Tensor, S: Subsets, cols: _Columns, with_full: bool, w
     elif with_full:
         L = cols.full_gram()
 
-    def grams():
+    def grams() -> Iterator[tuple[int, torch.Tensor]]:
         while held:
             yield held.pop(0)
         buf = new() if with_full else None
@@ -306,6 +311,7 @@ def sample_road_hsic(x: torch.Tensor, S: Subsets, target: torch.Tensor | None, d
     L, grams = subset_grams(x, S, _Columns(x, block, ex), with_full=target is None)
     if target is not None:
         L = _Columns(target, block, ey).full_gram()
+    L = cast(torch.Tensor, L)  # the target's Gram, or (with_full) X's
     for k, K in grams:
         kl[k], kk[k] = hsic(K, L), hsic(K, K)
     return kl, kk, hsic(L, L)
@@ -331,7 +337,7 @@ def median_all(A: torch.Tensor) -> torch.Tensor:
 _UPPER: dict[int, torch.Tensor] = {}
 
 
-def median_from_upper(n: int, select) -> float:
+def median_from_upper(n: int, select: Callable[[list[int]], Iterable[float]]) -> float:
     """The median of all n^2 entries of a symmetric n x n distance matrix with a zero diagonal (NumPy's
     rule: the mean of the two middle ones for an even count), from its n(n-1)/2 upper values: sorted,
     the n^2 entries are the n zeros of the diagonal, then every upper value twice, so rank r > n of
@@ -363,7 +369,7 @@ def median_of_distances(D: torch.Tensor) -> torch.Tensor:
         _UPPER[n] = rows * n + cols
     upper = D.reshape(-1)[_UPPER[n]].numpy()
 
-    def select(ranks):
+    def select(ranks: list[int]) -> list[Any]:
         part = np.partition(upper, [r - 1 for r in ranks])
         return [part[r - 1] for r in ranks]
 
@@ -398,10 +404,12 @@ def sample_road_rbf_cka(x: torch.Tensor, S: Subsets, target: torch.Tensor | None
     own = target is None and target_gram is None  # against X's own RBF Gram: its linear Gram is needed
     native = ops_rbf.available(x)  # (L lives on x's device) the native kernels read upper triangles only
     L_lin, grams = subset_grams(x, S, _Columns(x, block), with_full=own, whole=not native)
+    L: torch.Tensor | None
     if target_gram is not None:
         L = ldexp(target_gram.to(F64), -input_exponent(target_gram, F64))  # exact, and CKA does not see it
-    else:
-        L = rbf_gram(L_lin if own else _Columns(target, block).full_gram(), sigma)
+    else:  # (L_lin is set when own; target is not None when not own)
+        L = rbf_gram(cast(torch.Tensor, L_lin) if own else _Columns(cast(torch.Tensor, target), block).full_gram(),
+                     sigma)
     out = torch.zeros(len(S), dtype=F64, device=x.device)
     if L is None:
         return out
@@ -426,7 +434,8 @@ def sample_road_rbf_cka(x: torch.Tensor, S: Subsets, target: torch.Tensor | None
     return out
 
 
-def _native_rbf_hsics(n, grams, L, debiased, sigma):
+def _native_rbf_hsics(n: int, grams: Iterable[tuple[int, torch.Tensor]], L: torch.Tensor, debiased: bool,
+                      sigma: float) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yields (k, HSIC(G_k, L), HSIC(G_k, G_k), HSIC(L, L)) (float64 scalars) for every subset k whose RBF
     Gram G_k has variance, from the native sums over a < b of g, g^2 and g L_ab (pyred/ops/rbf.py):
     G_k is never formed. With rt the off-diagonal row sums of G (its diagonal is 1):

@@ -12,7 +12,7 @@ so it also serves layers far too wide to cache.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -69,7 +69,7 @@ class FeatureStream:
     seconds and images/s of the latest complete pass). ``len(stream)``: batches per epoch.
     """
 
-    def __init__(self, backbone: Any, dataset: Any, *, augment: str | Callable | None = "paper",
+    def __init__(self, backbone: Any, dataset: Any, *, augment: str | Callable[..., Any] | None = "paper",
                  batch_size: int = 256, device: Any = None, num_workers: int = 0, seed: int = 0,
                  shuffle: bool = True, image_size: int = 224, normalization: Any = "model", amp: bool = False,
                  channels_last: bool | None = None, dtype: torch.dtype = torch.float32, drop_last: bool = False,
@@ -105,6 +105,7 @@ class FeatureStream:
         if augment_on == "device" and augment != "paper":
             raise ValueError(f"augment_on: 'device' applies the paper's augmentation on the device; it needs "
                              f"augment='paper', got augment={augment!r}")
+        transform: Any  # what SeededImages applies to each PIL image
         if augment == "paper" and augment_on == "device":
             transform, self.transform_id = (device_augment.RawImage(self.load_size), describe(
                 "paper", self.image_size, self.mean, self.std) + f" on the device (load_size={self.load_size})")
@@ -138,7 +139,7 @@ class FeatureStream:
         self._param_dtype = next((p.dtype for p in backbone.parameters()), torch.float32)
         self._order = torch.Generator().manual_seed(self.seed)
         self.epoch = 0
-        self.last_pass: dict | None = None
+        self.last_pass: dict[str, float] | None = None
         self.dim = self._width()
 
     def _width(self) -> int:
@@ -205,10 +206,11 @@ class FeatureStream:
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         with torch.no_grad(), torch.autocast(self.device.type, dtype=dtype, enabled=self.amp):
-            out = self.backbone(images)
+            out: torch.Tensor = self.backbone(images)
         return out.flatten(1).to(self.dtype)
 
-    def _pass(self, order: torch.Tensor, epoch: int, drop_last: bool | None = None):
+    def _pass(self, order: torch.Tensor, epoch: int,
+              drop_last: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         drop_last = self.drop_last if drop_last is None else drop_last
         keys = [(epoch, int(i)) for i in order.tolist()]
         batches = [keys[s:s + self.batch_size] for s in range(0, len(keys), self.batch_size)]
@@ -244,7 +246,8 @@ class FeatureStream:
                 f"{self.device})")
 
 
-def _collate_raw(items):
+def _collate_raw(items: Sequence[tuple[tuple[torch.Tensor, torch.Tensor], Any]]
+                 ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """((images (B, 3, H, W), parameters (B, P)), labels (B,)) for the device road: uint8 images when
     they share one size, else float images in [0, 1] resized (bilinear) to the largest H and W."""
     sizes = {tuple(img.shape) for (img, _), _ in items}
@@ -270,21 +273,21 @@ def subset(dataset: Any, idx: np.ndarray) -> Any:
     return _Subset(dataset, idx)
 
 
-class _Subset(torch.utils.data.Dataset):
-    def __init__(self, dataset, idx):
+class _Subset(torch.utils.data.Dataset[Any]):
+    def __init__(self, dataset: Any, idx: Any) -> None:
         self.dataset, self.idx = dataset, np.asarray(idx, dtype=np.int64)
         self.targets = np.asarray(dataset.targets)[self.idx]
         self.classes = list(dataset.classes)
         self.name, self.split = getattr(dataset, "name", "dataset"), getattr(dataset, "split", "?")
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.idx)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> Any:
         return self.dataset[int(self.idx[i])]
 
 
-def _normalization(backbone, which, augment):
+def _normalization(backbone: Any, which: Any, augment: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
     if callable(augment) and not isinstance(augment, str):
         return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # a custom transform normalises itself
     return normalization(backbone, which)

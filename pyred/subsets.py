@@ -9,8 +9,8 @@ therefore nested prefixes of one permutation.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable, Sequence
-from typing import Literal
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -37,20 +37,23 @@ class Subsets:
     ``d`` when it is given, and unique inside each list.
     """
 
-    def __init__(self, indices, offsets, *, d: int | None = None, fractions=None, seeds=None):
+    def __init__(self, indices: Any, offsets: Any, *, d: int | None = None, fractions: Any = None,
+                 seeds: Any = None) -> None:
         indices, offsets = torch.as_tensor(indices), torch.as_tensor(offsets)
         d = None if d is None else _check_width(d)
         indices, offsets, max_index = _validate_csr(indices, offsets, d)
         self._set(indices, offsets, d, offsets.diff().cpu(), max_index, fractions, seeds)
 
     @classmethod
-    def _trusted(cls, indices, offsets, d, sizes, max_index, fractions=None, seeds=None) -> Subsets:
+    def _trusted(cls, indices: torch.Tensor, offsets: torch.Tensor, d: int | None, sizes: torch.Tensor,
+                 max_index: int, fractions: Any = None, seeds: Any = None) -> Subsets:
         """Built from parts already known to be valid (pyred's own constructors): no checks, no copies."""
         self = cls.__new__(cls)
         self._set(indices, offsets, d, sizes, max_index, fractions, seeds)
         return self
 
-    def _set(self, indices, offsets, d, sizes, max_index, fractions, seeds) -> None:
+    def _set(self, indices: torch.Tensor, offsets: torch.Tensor, d: int | None, sizes: torch.Tensor, max_index: int,
+             fractions: Any, seeds: Any) -> None:
         self.indices, self.offsets, self.d = indices, offsets, d
         self._sizes = sizes
         self.max_index = int(max_index)
@@ -71,7 +74,7 @@ class Subsets:
     def seeds(self) -> torch.Tensor:
         return self._seeds
 
-    def with_metadata(self, *, fractions=None, seeds=None) -> Subsets:
+    def with_metadata(self, *, fractions: Any = None, seeds: Any = None) -> Subsets:
         """The same lists, with the per-list ``fractions`` and/or ``seeds`` replaced ((K,) each)."""
         return Subsets._trusted(self.indices, self.offsets, self.d, self._sizes, self.max_index,
                                 self._fractions if fractions is None else fractions,
@@ -79,7 +82,7 @@ class Subsets:
 
     # -- construction ----------------------------------------------------------------
     @classmethod
-    def from_lists(cls, lists: Iterable[Sequence[int]], d: int | None = None) -> Subsets:
+    def from_lists(cls, lists: Iterable[Sequence[int] | torch.Tensor | np.ndarray], d: int | None = None) -> Subsets:
         """Builds subsets from a sequence of index lists (lists, arrays or tensors)."""
         if isinstance(lists, Subsets):
             return lists
@@ -125,7 +128,13 @@ class Subsets:
     def __len__(self) -> int:
         return len(self.sizes)
 
-    def __getitem__(self, k):
+    @overload
+    def __getitem__(self, k: slice) -> Subsets: ...
+
+    @overload
+    def __getitem__(self, k: int) -> torch.Tensor: ...
+
+    def __getitem__(self, k: int | slice) -> torch.Tensor | Subsets:
         """An int gives list k as an int64 tensor; a slice gives a Subsets."""
         if isinstance(k, slice):
             ks = list(range(len(self))[k])
@@ -139,7 +148,7 @@ class Subsets:
         k %= K
         return self.indices[int(self.offsets[k]):int(self.offsets[k + 1])]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[torch.Tensor]:
         return (self[k] for k in range(len(self)))
 
     @property
@@ -154,7 +163,7 @@ class Subsets:
     def max_size(self) -> int:
         return int(self.sizes.max()) if len(self) else 0
 
-    def to(self, device) -> Subsets:
+    def to(self, device: torch.device | str | int) -> Subsets:
         """The same subsets with ``indices`` and ``offsets`` on ``device`` (metadata stays on the CPU)."""
         device = torch.device(device)
         if device == self.device:
@@ -240,7 +249,7 @@ def draw_subsets(d: int, fractions: Sequence[float] | None = None, seeds: Sequen
                             torch.tensor(f_out, dtype=torch.float64), torch.tensor(s_out, dtype=torch.int64))
 
 
-def as_subsets(subsets, d: int, name: str = "subsets") -> Subsets:
+def as_subsets(subsets: Subsets | Any, d: int, name: str = "subsets") -> Subsets:
     """A Subsets checked against width ``d`` (index lists are converted)."""
     if not isinstance(subsets, Subsets):
         subsets = Subsets.from_lists(subsets, d=d)
@@ -249,11 +258,11 @@ def as_subsets(subsets, d: int, name: str = "subsets") -> Subsets:
 
 
 # -- helpers -----------------------------------------------------------------------------
-def _check_width(d) -> int:
+def _check_width(d: Any) -> int:
     return check.integer(d, "d (the layer width)", min=1)
 
 
-def _as_list(values, name: str) -> list:
+def _as_list(values: Any, name: str) -> list[Any]:
     if isinstance(values, (str, bytes)):
         raise TypeError(f"{name}: expected a sequence of numbers, got a string")
     if isinstance(values, (numbers.Number, np.generic)):
@@ -266,7 +275,7 @@ def _as_list(values, name: str) -> list:
         raise TypeError(f"{name}: expected a sequence of numbers, got {type(values).__name__}") from exc
 
 
-def _per_list(values, K: int, dtype, name: str, default) -> torch.Tensor:
+def _per_list(values: Any, K: int, dtype: torch.dtype, name: str, default: torch.Tensor | float) -> torch.Tensor:
     if values is None:
         if isinstance(default, torch.Tensor):
             return default.to(dtype)
@@ -277,7 +286,8 @@ def _per_list(values, K: int, dtype, name: str, default) -> torch.Tensor:
     return t
 
 
-def _validate_csr(indices: torch.Tensor, offsets: torch.Tensor, d: int | None):
+def _validate_csr(indices: torch.Tensor, offsets: torch.Tensor, d: int | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, int]:
     if indices.dim() != 1 or offsets.dim() != 1:
         raise ValueError(f"subsets: indices and offsets must be 1-D, got shapes {tuple(indices.shape)} "
                          f"and {tuple(offsets.shape)}")

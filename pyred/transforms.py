@@ -30,7 +30,7 @@ HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 NORMALIZATIONS = ("model", "imagenet", "half")
 
 
-def normalization(backbone: Any, which: Any = "model") -> tuple[tuple, tuple]:
+def normalization(backbone: Any, which: Any = "model") -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) per channel for ``backbone`` (see the module docstring)."""
     if isinstance(which, str):
         if which not in NORMALIZATIONS:
@@ -45,7 +45,7 @@ def normalization(backbone: Any, which: Any = "model") -> tuple[tuple, tuple]:
                              "config); pass 'imagenet', 'half' or (mean, std)")
         import timm.data
 
-        cfg = timm.data.resolve_data_config({}, model=model)
+        cfg = timm.data.resolve_data_config({}, model=model)  # type: ignore[attr-defined,no-untyped-call]  # timm: implicit re-export, untyped
         return tuple(float(v) for v in cfg["mean"]), tuple(float(v) for v in cfg["std"])
     try:
         mean, std = which
@@ -58,7 +58,8 @@ def normalization(backbone: Any, which: Any = "model") -> tuple[tuple, tuple]:
     return mean, std
 
 
-def eval_transform(size: int = 224, mean: Sequence[float] = IMAGENET[0], std: Sequence[float] = IMAGENET[1]):
+def eval_transform(size: int = 224, mean: Sequence[float] = IMAGENET[0],
+                   std: Sequence[float] = IMAGENET[1]) -> Any:
     """Resize(size) -> CenterCrop(size) -> ToTensor -> Normalize(mean, std), for PIL images."""
     from torchvision import transforms as T
 
@@ -66,7 +67,8 @@ def eval_transform(size: int = 224, mean: Sequence[float] = IMAGENET[0], std: Se
                       T.ToTensor(), T.Normalize(mean, std)])
 
 
-def train_transform(size: int = 224, mean: Sequence[float] = IMAGENET[0], std: Sequence[float] = IMAGENET[1]):
+def train_transform(size: int = 224, mean: Sequence[float] = IMAGENET[0],
+                    std: Sequence[float] = IMAGENET[1]) -> Any:
     """The paper's probe-training augmentation, for PIL images (see the module docstring)."""
     from torchvision import transforms as T
 
@@ -90,7 +92,7 @@ def image_seed(seed: int, view: int, index: int) -> int:
     return int(h) & 0x7FFFFFFFFFFFFFFF
 
 
-class SeededImages(torch.utils.data.Dataset):
+class SeededImages(torch.utils.data.Dataset[tuple[Any, Any]]):
     """``views`` passes over ``dataset`` through ``transform``, each image's randomness seeded.
 
     Item j is (transform(image i), label i) with v, i = divmod(j, n), drawn under
@@ -99,7 +101,7 @@ class SeededImages(torch.utils.data.Dataset):
     nothing else's random state moves.
     """
 
-    def __init__(self, dataset: Any, transform: Callable | None, seed: int, views: int = 1):
+    def __init__(self, dataset: Any, transform: Callable[[Any], Any] | None, seed: int, views: int = 1) -> None:
         self.dataset = dataset.with_transform(None) if hasattr(dataset, "with_transform") else dataset
         self.transform, self.seed, self.views = transform, int(seed), int(views)
         self.n = len(dataset)
@@ -111,7 +113,7 @@ class SeededImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.n * self.views
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: Any) -> tuple[Any, Any]:
         v, i = key if isinstance(key, tuple) else divmod(int(key), self.n)
         image, label = self.dataset[int(i)]
         if self.transform is not None:

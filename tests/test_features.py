@@ -247,3 +247,13 @@ def test_built_in_datasets_are_identified_by_their_files_or_arrays(tmp_path):
     assert fm.content_id() == pyred.datasets.load("fashion-mnist", "test").content_id()
     with pytest.raises(UnknownContent):
         pyred.datasets.LabeledImages(object(), [], [], [], "x", "test").content_id()
+
+
+def test_a_cache_that_does_not_read_back_is_an_error(tmp_path, monkeypatch):
+    """The join's result is verified before it is used (before, a None from that check crashed with
+    'NoneType' object has no attribute 'metadata')."""
+    import pyred.features as features
+
+    monkeypatch.setattr(features, "_load_complete", lambda folder: None)
+    with pytest.raises(OSError, match="the feature cache just written does not match its checksums"):
+        extract(tmp_path)

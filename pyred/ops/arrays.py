@@ -28,7 +28,7 @@ def to_torch(x: Any, name: str) -> tuple[torch.Tensor, str]:
     if kind == "torch":
         return x, kind
     if kind == "cupy":
-        return torch.from_dlpack(x), kind
+        return torch.from_dlpack(x), kind  # type: ignore[attr-defined]  # torch does not list it in __all__
     try:
         arr = np.asarray(x)
     except Exception as exc:

@@ -11,6 +11,7 @@ are ``torch.library`` custom ops (``torch.ops.pyred.gathered_forward`` /
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,7 +22,8 @@ from .dispatch import DTYPE_CODE, address, call_native, check_backend, native_fo
 
 
 # -- pure-torch references (fallback and test oracle) ----------------------------------------
-def gathered_forward_torch(X, indices, offsets, W):
+def gathered_forward_torch(X: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor,
+                           W: torch.Tensor) -> torch.Tensor:
     K, (B, C) = offsets.numel() - 1, (X.shape[0], W.shape[1])
     out = X.new_empty(K, B, C)
     off = offsets.tolist()
@@ -30,7 +32,8 @@ def gathered_forward_torch(X, indices, offsets, W):
     return out
 
 
-def gathered_weight_grad_torch(X, indices, offsets, G):
+def gathered_weight_grad_torch(X: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor,
+                               G: torch.Tensor) -> torch.Tensor:
     dW = X.new_empty(indices.numel(), G.shape[2])
     off = offsets.tolist()
     for k in range(len(off) - 1):
@@ -53,7 +56,7 @@ def features_major(X: torch.Tensor) -> torch.Tensor:
     return buf[:, :B]
 
 
-def _xt_args(XT):
+def _xt_args(XT: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
     """(XT, d, B, ldx) of a features-major batch whose rows are contiguous. The kernels may read all d * ldx
     elements from XT's first (row padding included: whole tiles of 16 rows), so a view whose storage ends
     before that (one cut from inside a wider buffer) is copied."""
@@ -79,7 +82,8 @@ def _lists(indices: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, 
     return indices.contiguous(), offsets.contiguous()
 
 
-def forward_xt(XT, indices, offsets, W, backend="auto"):
+def forward_xt(XT: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, W: torch.Tensor,
+               backend: str = "auto") -> torch.Tensor:
     """Native gathered forward on a features-major batch XT (d, B): returns (K, B, C).
 
     XT may have padded rows (see :func:`features_major`). Index lists are trusted
@@ -100,7 +104,8 @@ def forward_xt(XT, indices, offsets, W, backend="auto"):
     return out
 
 
-def weight_grad_xt(XT, indices, offsets, G, backend="auto"):
+def weight_grad_xt(XT: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, G: torch.Tensor,
+                   backend: str = "auto") -> torch.Tensor:
     """Native gathered weight gradient on a features-major batch XT (d, B): returns (nnz, C)."""
     G = _operand(G, XT, "G")
     indices, offsets = _lists(indices, offsets)
@@ -117,11 +122,13 @@ def weight_grad_xt(XT, indices, offsets, G, backend="auto"):
     return dW
 
 
-def _forward_impl(X, indices, offsets, W, backend="auto"):
+def _forward_impl(X: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, W: torch.Tensor,
+                  backend: str = "auto") -> torch.Tensor:
     return forward_xt(features_major(X), indices, offsets, W.contiguous(), backend)
 
 
-def _weight_grad_impl(X, indices, offsets, G, backend="auto"):
+def _weight_grad_impl(X: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, G: torch.Tensor,
+                      backend: str = "auto") -> torch.Tensor:
     return weight_grad_xt(features_major(X), indices, offsets, G.contiguous(), backend)
 
 
@@ -132,7 +139,7 @@ def _forward_op(X: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, W
 
 
 @_forward_op.register_fake
-def _(X, indices, offsets, W):
+def _(X: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     return X.new_empty(offsets.shape[0] - 1, X.shape[0], W.shape[1])
 
 
@@ -142,16 +149,17 @@ def _weight_grad_op(X: torch.Tensor, indices: torch.Tensor, offsets: torch.Tenso
 
 
 @_weight_grad_op.register_fake
-def _(X, indices, offsets, G):
+def _(X: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     return X.new_empty(indices.shape[0], G.shape[2])
 
 
-def _setup_context(ctx, inputs, output):
+def _setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: Any) -> None:
     X, indices, offsets, W = inputs
     ctx.save_for_backward(X, indices, offsets, W)
 
 
-def input_grad(X, indices, offsets, W, grad) -> torch.Tensor:
+def input_grad(X: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor, W: torch.Tensor,
+               grad: torch.Tensor) -> torch.Tensor:
     """dX (B, d) of the gathered heads: head k adds G_k W_k^T (B, m_k) into X's columns S_k.
 
     One (B, m_k) product per head, so memory is O(B d + nnz C) -- never the
@@ -166,7 +174,8 @@ def input_grad(X, indices, offsets, W, grad) -> torch.Tensor:
     return dX
 
 
-def _backward(ctx, grad, weight_grad=_weight_grad_op):
+def _backward(ctx: Any, grad: torch.Tensor, weight_grad: Callable[..., torch.Tensor] = _weight_grad_op
+              ) -> tuple[torch.Tensor | None, None, None, torch.Tensor | None]:
     """Gradients of the custom op (traced: the weight gradient stays an opaque op); the eager
     autograd.Function passes the implementation itself."""
     X, indices, offsets, W = ctx.saved_tensors
@@ -186,17 +195,19 @@ class _GatheredLinear(torch.autograd.Function):
     its dispatch (whose first call imports torch's compiler stack)."""
 
     @staticmethod
-    def forward(ctx, X, indices, offsets, W):
+    def forward(ctx: Any, X: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor,
+                W: torch.Tensor) -> torch.Tensor:
         _setup_context(ctx, (X, indices, offsets, W), None)
         return _forward_impl(X, indices, offsets, W)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, torch.Tensor | None]:
         return _backward(ctx, grad.contiguous(), _weight_grad_impl)
 
 
 # -- public API --------------------------------------------------------------------------
-def _prepare(X: Any, subsets, name_w: str, other: Any, backend: str):
+def _prepare(X: Any, subsets: Subsets | Any, name_w: str, other: Any, backend: str
+             ) -> tuple[torch.Tensor, str, Subsets, torch.Tensor]:
     x, kind = to_torch(X, "X")
     if x.dim() != 2:
         raise ValueError(f"X: expected a 2-D (batch, features) array, got shape {tuple(x.shape)}")

@@ -13,6 +13,8 @@ median of all n^2 squared distances) in one call. They run in pyred._C;
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .dispatch import cpu_kernels
@@ -44,7 +46,7 @@ def upper_distance_ranks(K: torch.Tensor, ranks: list[int]) -> list[float]:
                                                    ranks=[int(r) for r in ranks]))
 
 
-def _sums_call(name: str, K: torch.Tensor, M: torch.Tensor | None, **value: float) -> tuple:
+def _sums_call(name: str, K: torch.Tensor, M: torch.Tensor | None, **value: float) -> tuple[Any, ...]:
     """pyred._C.<name>(K, M, the bandwidth ``value`` by its name) -> (its scalars..., rows): checks K and M,
     allocates rows."""
     K = _square(K, "K")

@@ -28,7 +28,7 @@ def _segment_sums_op(values: torch.Tensor, indices: torch.Tensor, offsets: torch
 
 
 @_segment_sums_op.register_fake
-def _(values, indices, offsets):
+def _(values: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return values.new_empty((offsets.shape[0] - 1, values.shape[0]), dtype=torch.float64)
 
 
@@ -39,32 +39,34 @@ def _block_sums_op(mats: torch.Tensor, row_indices: torch.Tensor, row_offsets: t
 
 
 @_block_sums_op.register_fake
-def _(mats, row_indices, row_offsets, col_indices, col_offsets, max_rows):
+def _(mats: torch.Tensor, row_indices: torch.Tensor, row_offsets: torch.Tensor, col_indices: torch.Tensor,
+      col_offsets: torch.Tensor, max_rows: int) -> torch.Tensor:
     return mats.new_empty((row_offsets.shape[0] - 1, mats.shape[0]), dtype=torch.float64)
 
 
 # -- autograd: both reductions are linear in their array, so the backward is a scatter of the output's
 # gradient (in pure torch: the gradient of a sum over K lists costs what the sums cost).
-def _segment_sums_setup(ctx, inputs, output):
+def _segment_sums_setup(ctx: Any, inputs: tuple[torch.Tensor, ...], output: Any) -> None:
     values, indices, offsets = inputs
     ctx.save_for_backward(indices, offsets)
     ctx.shape, ctx.dtype = values.shape, values.dtype
 
 
-def _segment_sums_grad(ctx, grad):
+def _segment_sums_grad(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
     indices, offsets = ctx.saved_tensors
     return segment_sums_backward(grad, indices, offsets, ctx.shape[1]).to(ctx.dtype), None, None
 
 
-def _block_sums_setup(ctx, inputs, output):
+def _block_sums_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     mats, row_indices, row_offsets, col_indices, col_offsets, _ = inputs
     ctx.save_for_backward(row_indices, row_offsets, col_indices, col_offsets)
     ctx.shape, ctx.dtype = mats.shape, mats.dtype
 
 
-def _block_sums_grad(ctx, grad):
+def _block_sums_grad(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None, None]:
     d = ctx.shape[-1]
-    return (block_sums_backward(grad, *ctx.saved_tensors, d).to(ctx.dtype), None, None, None, None, None)
+    saved: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] = ctx.saved_tensors
+    return (block_sums_backward(grad, *saved, d).to(ctx.dtype), None, None, None, None, None)
 
 
 _segment_sums_op.register_autograd(_segment_sums_grad, setup_context=_segment_sums_setup)
@@ -76,12 +78,13 @@ class _SegmentSums(torch.autograd.Function):
     torch's compiler stack on its first call)."""
 
     @staticmethod
-    def forward(ctx, values, indices, offsets, backend):
+    def forward(ctx: Any, values: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor,
+                backend: str) -> torch.Tensor:
         _segment_sums_setup(ctx, (values, indices, offsets), None)
         return _segment_sums_impl(values, indices, offsets, backend)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
         return (*_segment_sums_grad(ctx, grad), None)
 
 
@@ -89,16 +92,18 @@ class _BlockSums(torch.autograd.Function):
     """The eager path of gathered_block_sums for mats that require grad."""
 
     @staticmethod
-    def forward(ctx, mats, row_indices, row_offsets, col_indices, col_offsets, max_rows, backend):
+    def forward(ctx: Any, mats: torch.Tensor, row_indices: torch.Tensor, row_offsets: torch.Tensor,
+                col_indices: torch.Tensor, col_offsets: torch.Tensor, max_rows: int, backend: str) -> torch.Tensor:
         _block_sums_setup(ctx, (mats, row_indices, row_offsets, col_indices, col_offsets, max_rows), None)
         return _block_sums_impl(mats, row_indices, row_offsets, col_indices, col_offsets, max_rows, backend)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None, None, None]:
         return (*_block_sums_grad(ctx, grad), None)
 
 
-def _segment_sums_impl(values, indices, offsets, backend):
+def _segment_sums_impl(values: torch.Tensor, indices: torch.Tensor, offsets: torch.Tensor,
+                       backend: str) -> torch.Tensor:
     module = native_for(values, backend)
     if module is None:
         return segment_sums_torch(values, indices, offsets)
@@ -110,7 +115,9 @@ def _segment_sums_impl(values, indices, offsets, backend):
     return out
 
 
-def _block_sums_impl(mats, row_indices, row_offsets, col_indices, col_offsets, max_rows, backend):
+def _block_sums_impl(mats: torch.Tensor, row_indices: torch.Tensor, row_offsets: torch.Tensor,
+                     col_indices: torch.Tensor, col_offsets: torch.Tensor, max_rows: int,
+                     backend: str) -> torch.Tensor:
     module = native_for(mats, backend)
     if module is None:
         return block_sums_torch(mats, row_indices, row_offsets, col_indices, col_offsets)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any
+from typing import Any, cast
+
+import torch
 
 from .. import _checks as check
 from ..numerics import absmax
@@ -12,7 +14,7 @@ from ..ops.dispatch import check_backend
 from ..stream import is_stream
 from ..subsets import Subsets, as_subsets
 from . import lbfgs, ridge, sgd
-from .data import LabeledFeatures, prepare
+from .data import LabeledFeatures, ProbeData, prepare
 from .recipe import Recipe, TrainedHeads
 from .result import ProbeEvaluation, ProbeResult
 
@@ -21,7 +23,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (sgd.RECIPE, lbfgs.RECIPE, ridg
 
 def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: str = "sgd", X_val: Any = None,
                  y_val: Any = None, num_classes: int | None = None, seed: int = 0, device: Any = None,
-                 progress: bool = True, backend: str = "auto", **recipe_options) -> ProbeResult:
+                 progress: bool = True, backend: str = "auto", **recipe_options: Any) -> ProbeResult:
     """Trains one linear probe per neuron subset, all K at once.
 
     Args:
@@ -93,14 +95,14 @@ def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: 
     trained = r.train(data, S, options, seed, progress, backend)
     result = ProbeResult(subsets=S, num_classes=data.num_classes, recipe=recipe,
                          **{f.name: getattr(trained, f.name) for f in dataclasses.fields(trained)})
-    if bool(result.diverged.any()):
+    if bool(cast(torch.Tensor, result.diverged).any()):  # set by ProbeResult.__post_init__
         warnings.warn(divergence_message(result, data), RuntimeWarning, stacklevel=2)
     return result
 
 
-def divergence_message(result: ProbeResult, data) -> str:
+def divergence_message(result: ProbeResult, data: ProbeData) -> str:
     """What to tell a user whose heads diverged: how many, what it means for their numbers, the likely cause."""
-    count, K = int(result.diverged.sum()), len(result)
+    count, K = int(cast(torch.Tensor, result.diverged).sum()), len(result)
     scale = "" if data.X is None else f", largest |feature| {absmax(data.X):.3g}"
     if result.recipe == "sgd":
         cause = (f"a learning rate too large for the features' scale (lr={result.options.lr}{scale}): lower "

@@ -22,6 +22,7 @@ is written so.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -31,9 +32,9 @@ StepFn = Callable[[torch.Tensor, torch.Tensor, float], None]
 class CudaRuntime:
     """How :class:`GraphedStep` runs work aside and captures graphs on ``device`` (a CUDA device)."""
 
-    def __init__(self, device):
+    def __init__(self, device: Any) -> None:
         self.device = torch.device(device)
-        self.stream = torch.cuda.Stream(self.device)
+        self.stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]  # torch's Stream is untyped
 
     def run_aside(self, fn: Callable[[], None]) -> None:
         """fn() on the side stream, ordered after the current stream's work and before its next."""
@@ -43,7 +44,7 @@ class CudaRuntime:
             fn()
         current.wait_stream(self.stream)
 
-    def capture(self, fn: Callable[[], None]):
+    def capture(self, fn: Callable[[], None]) -> torch.cuda.CUDAGraph:
         """A graph of fn()'s kernels (not run now): ``.replay()`` launches them on the current stream."""
         graph = torch.cuda.CUDAGraph()
         try:
@@ -64,15 +65,16 @@ class GraphedStep:
 
     WARMUP = 2  # eager steps per batch shape before its capture
 
-    def __init__(self, step: StepFn, device, runtime=None):
+    def __init__(self, step: StepFn, device: Any, runtime: Any = None) -> None:
         if runtime is None:
             device = torch.device(device)
             if device.type != "cuda":
                 raise ValueError(f"cuda_graphs: CUDA graphs need a CUDA device; the heads train on {device}")
             runtime = CudaRuntime(device)
         self.step, self.runtime = step, runtime
-        self.eager_steps: dict = {}  # batch shape -> eager steps run
-        self.graphs: dict = {}  # batch shape -> (graph, X buffer, y buffer), for the current rate
+        self.eager_steps: dict[tuple[Any, ...], int] = {}  # batch shape -> eager steps run
+        # batch shape -> (graph, X buffer, y buffer), for the current rate
+        self.graphs: dict[tuple[Any, ...], tuple[Any, torch.Tensor, torch.Tensor]] = {}
         self.lr: float | None = None
         self.captures = 0
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 
@@ -43,18 +43,18 @@ class ProbeData:
 
     @property
     def dim(self) -> int:
-        return self.stream.dim if self.stream is not None else int(self.X.shape[1])
+        return self.stream.dim if self.stream is not None else int(cast(torch.Tensor, self.X).shape[1])
 
     @property
     def device(self) -> torch.device:
-        return self.stream.device if self.stream is not None else self.X.device
+        return self.stream.device if self.stream is not None else cast(torch.Tensor, self.X).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.stream.dtype if self.stream is not None else self.X.dtype
+        return self.stream.dtype if self.stream is not None else cast(torch.Tensor, self.X).dtype
 
 
-def labels(y: Any, n: int, name: str, device) -> torch.Tensor:
+def labels(y: Any, n: int, name: str, device: Any) -> torch.Tensor:
     """(n,) int64 labels; raises on floats that are not whole numbers, wrong length or rank."""
     t, _ = to_torch(y, name)
     if t.dim() != 1:
@@ -82,7 +82,8 @@ def check_label_range(y: torch.Tensor, num_classes: int, name: str) -> None:
         raise ValueError(f"{name}: label {bad} is outside [0, {num_classes}) (num_classes={num_classes})")
 
 
-def prepare_stream(stream, y_train, X_val, y_val, num_classes, device, need_val: bool) -> ProbeData:
+def prepare_stream(stream: Any, y_train: Any, X_val: Any, y_val: Any, num_classes: Any, device: Any,
+                   need_val: bool) -> ProbeData:
     """Training data from a FeatureStream: validation from arrays, from a stream (one clean pass),
     or from the stream's own 90/10 split of its dataset."""
     if y_train is not None:
@@ -118,8 +119,8 @@ def prepare_stream(stream, y_train, X_val, y_val, num_classes, device, need_val:
     return ProbeData(None, None, Xv, yv, stream.num_classes, "torch", stream)
 
 
-def prepare(X_train, y_train, X_val, y_val, num_classes, device, need_val: bool, split_seed: int = 0,
-            groups: Any = None) -> ProbeData:
+def prepare(X_train: Any, y_train: Any, X_val: Any, y_val: Any, num_classes: Any, device: Any, need_val: bool,
+            split_seed: int = 0, groups: Any = None) -> ProbeData:
     """Validates the inputs and moves them to ``device`` (X's device when None).
     ``groups`` (n,): rows that must stay on one side of the 90/10 split (an image's views)."""
     if is_stream(X_train):
@@ -131,6 +132,8 @@ def prepare(X_train, y_train, X_val, y_val, num_classes, device, need_val: bool,
     y = labels(y_train, n, "y_train", device)
     if (X_val is None) != (y_val is None):
         raise ValueError("X_val and y_val: give both or neither")
+    Xv: torch.Tensor | None
+    yv: torch.Tensor | None
     if X_val is not None:
         Xv, _ = float_matrix(X_val, "X_val")
         if Xv.shape[1] != X.shape[1]:

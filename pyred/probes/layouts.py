@@ -15,6 +15,8 @@ against the speed ratio of the two measured in ``benchmarks/`` (see there).
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias, cast
+
 import torch
 
 from ..ops.dispatch import cpu_simd
@@ -27,8 +29,10 @@ from ..subsets import Subsets
 # benchmarks/test_probe_speed.py::test_layout_crossover measures (numbers in benchmarks/RESULTS.md).
 # CUDA: no layout has been timed on a GPU yet, so "auto" keeps cuBLAS's masked GEMM there;
 # benchmarks/gpu_check.sh measures the crossover to set it from.
-GATHERED_BELOW = {"cpu": {"avx512f": 0.35, "avx2": 0.4, "baseline": 0.0}, "cuda": 0.0}
+GATHERED_BELOW: dict[str, dict[str, float] | float] = {"cpu": {"avx512f": 0.35, "avx2": 0.4, "baseline": 0.0},
+                                                      "cuda": 0.0}
 LAYOUTS = ("gathered", "masked", "grouped")
+Layout: TypeAlias = "GatheredHeads | MaskedHeads | GroupedHeads"  # what make_layout returns
 
 
 def density(subsets: Subsets, d: int) -> float:
@@ -36,12 +40,12 @@ def density(subsets: Subsets, d: int) -> float:
     return subsets.nnz / max(1, d * len(subsets))
 
 
-def gathered_below(device) -> float:
+def gathered_below(device: Any) -> float:
     """The density below which the gathered layout is faster on ``device`` (see GATHERED_BELOW)."""
     kind = torch.device(device).type
     if kind == "cpu":
-        return GATHERED_BELOW["cpu"].get(cpu_simd() or "baseline", 0.0)
-    return GATHERED_BELOW["cuda"]
+        return cast("dict[str, float]", GATHERED_BELOW["cpu"]).get(cpu_simd() or "baseline", 0.0)
+    return cast(float, GATHERED_BELOW["cuda"])
 
 
 # The masked layout holds a dense (d, K C) weight, four times over (weights, momentum, best, gradient);
@@ -74,7 +78,7 @@ class GatheredHeads:
 
     name = "gathered"
 
-    def __init__(self, subsets: Subsets, d: int, backend: str = "auto"):
+    def __init__(self, subsets: Subsets, d: int, backend: str = "auto") -> None:
         self.S, self.d, self.backend = subsets, d, backend
         self.row_head = torch.repeat_interleave(torch.arange(len(subsets), device=subsets.device),
                                                 subsets.offsets.diff())
@@ -90,13 +94,13 @@ class GatheredHeads:
         out[self.order] = W
         return out
 
-    def batch(self, X: torch.Tensor):
+    def batch(self, X: torch.Tensor) -> torch.Tensor:
         return features_major(X)
 
-    def logits(self, XT, W) -> torch.Tensor:  # (K, B, C)
+    def logits(self, XT: torch.Tensor, W: torch.Tensor) -> torch.Tensor:  # (K, B, C)
         return forward_xt(XT, self.indices, self.S.offsets, W, self.backend)
 
-    def weight_grad(self, XT, G) -> torch.Tensor:  # (nnz, C)
+    def weight_grad(self, XT: torch.Tensor, G: torch.Tensor) -> torch.Tensor:  # (nnz, C)
         return weight_grad_xt(XT, self.indices, self.S.offsets, G.contiguous(), self.backend)
 
     def copy_heads(self, dst: torch.Tensor, src: torch.Tensor, heads: torch.Tensor) -> None:
@@ -110,7 +114,7 @@ class MaskedHeads:
 
     name = "masked"
 
-    def __init__(self, subsets: Subsets, d: int):
+    def __init__(self, subsets: Subsets, d: int) -> None:
         self.S, self.d, K = subsets, d, len(subsets)
         self.row_head = torch.repeat_interleave(torch.arange(K, device=subsets.device), subsets.offsets.diff())
         self.mask = torch.zeros(d, K, 1, dtype=torch.bool, device=subsets.device)
@@ -124,14 +128,14 @@ class MaskedHeads:
     def to_packed(self, W: torch.Tensor) -> torch.Tensor:
         return W[self.S.indices, self.row_head]
 
-    def batch(self, X: torch.Tensor):
+    def batch(self, X: torch.Tensor) -> torch.Tensor:
         return X
 
-    def logits(self, X, W) -> torch.Tensor:
+    def logits(self, X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         d, K, C = W.shape
         return (X @ W.reshape(d, K * C)).reshape(X.shape[0], K, C).permute(1, 0, 2)
 
-    def weight_grad(self, X, G) -> torch.Tensor:
+    def weight_grad(self, X: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
         K, B, C = G.shape
         dense = (X.T @ G.permute(1, 0, 2).reshape(B, K * C)).reshape(self.d, K, C)
         return dense.mul_(self.mask)
@@ -151,7 +155,7 @@ class GroupedHeads:
 
     name = "grouped"
 
-    def __init__(self, subsets: Subsets, d: int, max_gather: int = 1 << 24):
+    def __init__(self, subsets: Subsets, d: int, max_gather: int = 1 << 24) -> None:
         self.S, self.d, self.max_gather = subsets, d, max_gather
         dev = subsets.device
         self.row_head = torch.repeat_interleave(torch.arange(len(subsets), device=dev), subsets.offsets.diff())
@@ -160,7 +164,8 @@ class GroupedHeads:
             if m:
                 by_size.setdefault(m, []).append(k)
         off = subsets.offsets.cpu()
-        self.groups = []  # (heads (G,), packed positions (G, m), feature indices (G, m))
+        # (heads (G,), packed positions (G, m), feature indices (G, m))
+        self.groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         for m, ks in sorted(by_size.items()):
             per = max(1, max_gather // (m * 256))  # heads per group, for a 256-row batch
             for i in range(0, len(ks), per):
@@ -168,7 +173,7 @@ class GroupedHeads:
                 pos = (off[part][:, None] + torch.arange(m)[None, :]).to(dev)
                 self.groups.append((part.to(dev), pos, subsets.indices[pos]))
 
-    def _slices(self, G: int, m: int, B: int):
+    def _slices(self, G: int, m: int, B: int) -> list[tuple[int, int]]:
         """Column ranges of a group's heads such that one gather holds at most max_gather values."""
         step = max(1, self.max_gather // max(1, G * B))
         return [(j, min(m, j + step)) for j in range(0, m, step)]
@@ -179,20 +184,20 @@ class GroupedHeads:
     def to_packed(self, W: torch.Tensor) -> torch.Tensor:
         return W
 
-    def batch(self, X: torch.Tensor):
+    def batch(self, X: torch.Tensor) -> torch.Tensor:
         return X
 
-    def logits(self, X, W) -> torch.Tensor:  # (K, B, C)
+    def logits(self, X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:  # (K, B, C)
         out = X.new_zeros(len(self.S), X.shape[0], W.shape[1])  # empty heads: zero logits (bias only)
         for heads, pos, idx in self.groups:
-            acc = None
+            acc: torch.Tensor | None = None
             for a, b in self._slices(len(heads), idx.shape[1], X.shape[0]):
                 part = torch.bmm(X[:, idx[:, a:b]].permute(1, 0, 2), W[pos[:, a:b]])  # (G, B, m') x (G, m', C)
                 acc = part if acc is None else acc.add_(part)
-            out[heads] = acc
+            out[heads] = cast(torch.Tensor, acc)  # groups hold heads of m >= 1 features: at least one slice
         return out
 
-    def weight_grad(self, X, G) -> torch.Tensor:  # (nnz, C)
+    def weight_grad(self, X: torch.Tensor, G: torch.Tensor) -> torch.Tensor:  # (nnz, C)
         dW = G.new_empty(self.S.nnz, G.shape[2])
         for heads, pos, idx in self.groups:
             Gh = G[heads]
@@ -205,7 +210,7 @@ class GroupedHeads:
         dst[rows] = src[rows]
 
 
-def make_layout(name: str, subsets: Subsets, d: int, backend: str = "auto"):
+def make_layout(name: str, subsets: Subsets, d: int, backend: str = "auto") -> Layout:
     if name == "gathered":
         return GatheredHeads(subsets, d, backend)
     if name == "masked":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -37,7 +38,7 @@ class LBFGSOptions:
     dtype: str | None = None
     layout: str = "auto"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "C", check.number(self.C, "C", min=0, min_exclusive=True))
         object.__setattr__(self, "max_iter", check.integer(self.max_iter, "max_iter", min=1))
         object.__setattr__(self, "tol", check.number(self.tol, "tol", min=0))
@@ -58,11 +59,11 @@ def unit_scale(X: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 def train_lbfgs(data: ProbeData, subsets: Subsets, opts: LBFGSOptions, seed: int, progress: bool,
                 backend: str) -> TrainedHeads:
-    dtype = {None: data.X.dtype, "float32": torch.float32, "float64": torch.float64}[opts.dtype]
+    dtype = {None: cast(torch.Tensor, data.X).dtype, "float32": torch.float32, "float64": torch.float64}[opts.dtype]
     # Solved on X 2^-E, entries of order 1, for W 2^E with the penalty times 2^-2E: the same minimiser
     # exactly, but L-BFGS's first steps (scaled by the gradient) stay finite at any feature scale.
-    X, E = unit_scale(data.X.to(dtype))
-    y = data.y
+    X, E = unit_scale(cast(torch.Tensor, data.X).to(dtype))
+    y = cast(torch.Tensor, data.y)
     n, d = X.shape
     K, Cn = len(subsets), data.num_classes
     S = subsets.to(X.device)

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
+
+Objective = Callable[[torch.Tensor], tuple[float, torch.Tensor]]  # x -> (f(x), gradient)
+Point = tuple[float, float, float, torch.Tensor]  # (t, f, f', gradient) of a line-search step
 
 # Wolfe conditions: sufficient decrease (C1) and curvature (C2), the usual quasi-Newton constants.
 C1, C2 = 1e-4, 0.9
@@ -25,7 +29,7 @@ class Solution:
     evaluations: int
 
 
-def lbfgs(fg: Callable[[torch.Tensor], tuple[float, torch.Tensor]], x0: torch.Tensor, *, max_iter: int = 100,
+def lbfgs(fg: Objective, x0: torch.Tensor, *, max_iter: int = 100,
           tol_grad: float = 1e-6, tol_change: float = 1e-12, history: int = 20) -> Solution:
     """Minimises f from x0. ``fg(x)`` returns (f(x) as a float, its gradient: a tensor shaped like x).
 
@@ -65,10 +69,10 @@ def lbfgs(fg: Callable[[torch.Tensor], tuple[float, torch.Tensor]], x0: torch.Te
     return Solution(x, f, it, evals)
 
 
-def _direction(g: torch.Tensor, S: list, Y: list, rho: list) -> torch.Tensor:
+def _direction(g: torch.Tensor, S: list[torch.Tensor], Y: list[torch.Tensor], rho: list[float]) -> torch.Tensor:
     """-H g by the two-loop recursion, H the L-BFGS inverse Hessian (initial scaling s.y / y.y)."""
     q = -g
-    alpha = []
+    alpha: list[float] = []
     for s, y, r in zip(reversed(S), reversed(Y), reversed(rho)):
         a = r * float(s.flatten() @ q.flatten())
         alpha.append(a)
@@ -81,7 +85,8 @@ def _direction(g: torch.Tensor, S: list, Y: list, rho: list) -> torch.Tensor:
     return q
 
 
-def _strong_wolfe(fg, x, d, t, f0, g0, gtd0, budget, max_steps: int = 25):
+def _strong_wolfe(fg: Objective, x: torch.Tensor, d: torch.Tensor, t: float, f0: float, g0: torch.Tensor, gtd0: float,
+                  budget: int, max_steps: int = 25) -> tuple[float, float, torch.Tensor, int]:
     """A step length t along d meeting the strong Wolfe conditions (or the best found within the budget):
     returns (t, f(x + t d), its gradient, evaluations used)."""
     used = 0
@@ -109,7 +114,9 @@ def _strong_wolfe(fg, x, d, t, f0, g0, gtd0, budget, max_steps: int = 25):
     return t, f, g, used
 
 
-def _zoom(fg, x, d, lo, hi, f0, gtd0, budget, used, best, max_steps: int = 25):
+def _zoom(fg: Objective, x: torch.Tensor, d: torch.Tensor, lo: Point, hi: Point, f0: float, gtd0: float, budget: int,
+          used: int, best: tuple[float, float, torch.Tensor],
+          max_steps: int = 25) -> tuple[float, float, torch.Tensor, int]:
     """Algorithm 3.6: shrinks [lo, hi] (lo: the lower f) until a step meets the strong Wolfe conditions."""
     for _ in range(max_steps):
         if budget <= 0 or abs(hi[0] - lo[0]) * float(d.abs().max()) < 1e-12:
@@ -134,18 +141,19 @@ def _zoom(fg, x, d, lo, hi, f0, gtd0, budget, used, best, max_steps: int = 25):
     return t, f, g, used
 
 
-def _cubic_min(t1: float, f1: float, g1: float, t2: float, f2, g2, lo: float, hi: float) -> float:
+def _cubic_min(t1: float, f1: float, g1: float, t2: float, f2: float | None, g2: float | None, lo: float,
+               hi: float) -> float:
     """The minimiser of the cubic through (t1, f1, f'=g1) and (t2, f2, f'=g2), kept in [lo, hi]; the middle of
     [lo, hi] when there is no second point or the cubic has no minimum there."""
     if f2 is None:
         return min(max(2 * t1, lo), hi)
-    d1 = g1 + g2 - 3 * (f1 - f2) / (t1 - t2)
-    disc = d1 * d1 - g1 * g2
+    d1 = g1 + cast(float, g2) - 3 * (f1 - f2) / (t1 - t2)
+    disc = d1 * d1 - g1 * cast(float, g2)
     if disc < 0:
         return 0.5 * (lo + hi)
     d2 = disc ** 0.5 * (1 if t2 >= t1 else -1)
-    denominator = g2 - g1 + 2 * d2
+    denominator = cast(float, g2) - g1 + 2 * d2
     if denominator == 0:
         return 0.5 * (lo + hi)
-    t = t2 - (t2 - t1) * (g2 + d2 - d1) / denominator
+    t = t2 - (t2 - t1) * (cast(float, g2) + d2 - d1) / denominator
     return min(max(t, lo), hi) if t == t else 0.5 * (lo + hi)

@@ -55,14 +55,14 @@ class ProbeResult:
     options: Any
     selected_epoch: torch.Tensor | None = None
     val_accuracy: torch.Tensor | None = None
-    eval_epochs: list = field(default_factory=list)
+    eval_epochs: list[int] = field(default_factory=list)
     train_loss: torch.Tensor | None = None
     alpha: torch.Tensor | None = None
     init_seeds: torch.Tensor | None = None
     diverged: torch.Tensor | None = None
     function_evals: int | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.diverged is None:
             self.diverged = ~finite_heads(self.weights, self.biases, self.subsets.to(self.weights.device))
 

@@ -11,6 +11,7 @@ together by batched Cholesky factorisations of the gathered blocks C[S, S].
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -26,9 +27,9 @@ from .recipe import Recipe, TrainedHeads
 class RidgeOptions:
     """alphas: the penalty grid; each head keeps the first with the best validation accuracy."""
 
-    alphas: tuple = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
+    alphas: tuple[float, ...] = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if isinstance(self.alphas, (str, bytes)) or not hasattr(self.alphas, "__iter__"):
             raise TypeError(f"alphas: expected a list of penalties >= 0, got {self.alphas!r}")
         alphas = tuple(check.number(a, "alphas", min=0) for a in self.alphas)
@@ -40,7 +41,7 @@ class RidgeOptions:
 def train_ridge(data: ProbeData, subsets: Subsets, opts: RidgeOptions, seed: int, progress: bool,
                 backend: str) -> TrainedHeads:
     alphas = list(opts.alphas)
-    X, y = data.X, data.y
+    X, y = cast(torch.Tensor, data.X), cast(torch.Tensor, data.y)
     n, d = X.shape
     K, Cn = len(subsets), data.num_classes
     dev = X.device
@@ -49,7 +50,7 @@ def train_ridge(data: ProbeData, subsets: Subsets, opts: RidgeOptions, seed: int
     mom = stats.moments()
     mu = X.mean(0, dtype=torch.float64)
     ybar = Y.mean(0, dtype=torch.float64)
-    Cxx, XY = mom.C, mom.Cxy  # float64 (d, d), (d, C)
+    Cxx, XY = mom.C, cast(torch.Tensor, mom.Cxy)  # float64 (d, d), (d, C)
 
     sizes = subsets.sizes.tolist()
     W = torch.zeros(subsets.nnz, Cn, dtype=torch.float64, device=dev)
@@ -93,14 +94,15 @@ def solve(A: torch.Tensor, R: torch.Tensor, alpha: float, eye: torch.Tensor) -> 
     L, info = torch.linalg.cholesky_ex(A + alpha * eye)
     if bool((info == 0).all()):
         return torch.cholesky_solve(R, L)
-    return torch.linalg.lstsq(A + alpha * eye, R).solution
+    return cast(torch.Tensor, torch.linalg.lstsq(A + alpha * eye, R).solution)
 
 
-def _val_accuracy(data: ProbeData, idx: torch.Tensor, W: torch.Tensor, mu, ybar) -> torch.Tensor:
-    Xv = data.X_val.to(torch.float64)
+def _val_accuracy(data: ProbeData, idx: torch.Tensor, W: torch.Tensor, mu: torch.Tensor,
+                  ybar: torch.Tensor) -> torch.Tensor:
+    Xv = cast(torch.Tensor, data.X_val).to(torch.float64)
     out = torch.empty(idx.shape[0], dtype=torch.float64, device=Xv.device)
     for g in range(idx.shape[0]):
         Xs = Xv[:, idx[g]] - mu[idx[g]]
         pred = (Xs @ W[g] + ybar).argmax(1)
-        out[g] = (pred == data.y_val).double().mean()
+        out[g] = (pred == cast(torch.Tensor, data.y_val)).double().mean()
     return out

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 
@@ -19,7 +21,7 @@ from ..progress import progress_bar
 from ..subsets import Subsets
 from .cuda_graphs import GraphedStep
 from .data import ProbeData
-from .layouts import LAYOUTS, choose_layout, make_layout
+from .layouts import LAYOUTS, Layout, choose_layout, make_layout
 from .recipe import Recipe, TrainedHeads
 from .result import finite_heads
 
@@ -43,10 +45,10 @@ class SGDOptions:
     lr_gamma: float = 0.1
     eval_every: int = 5
     layout: str = "auto"
-    init_seeds: tuple | None = None
+    init_seeds: tuple[int, ...] | None = None
     cuda_graphs: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.lr_step is None:
             epochs = check.integer(self.epochs, "epochs", min=1)
             object.__setattr__(self, "lr_step", max(1, round(epochs / 5)))
@@ -61,9 +63,11 @@ class SGDOptions:
             object.__setattr__(self, "init_seeds", seeds)
 
 
-def init_heads(subsets: Subsets, num_classes: int, seeds, dtype, device):
+def init_heads(subsets: Subsets, num_classes: int, seeds: Sequence[int], dtype: torch.dtype,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed (nnz, C) weights and (K, C) biases as ``torch.nn.Linear(m_k, C)`` draws them under seeds[k]."""
-    Ws, bs = [], []
+    Ws: list[torch.Tensor] = []
+    bs: list[torch.Tensor] = []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
         for m, s in zip(subsets.sizes.tolist(), seeds):
@@ -107,12 +111,13 @@ def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, pr
             f"{' on a stream' if stream is not None else ''}")
     bar = progress_bar(range(opts.epochs), progress, desc=desc, unit="epoch")
     diverged = torch.zeros(K, dtype=torch.bool, device=device)  # the loss went NaN/Inf at some point
-    postfix: dict = {}
+    postfix: dict[str, Any] = {}
     for epoch in bar:
         lr = opts.lr * opts.lr_gamma ** (epoch // opts.lr_step)
         loss_sum.zero_()
         n = 0
-        batches = stream if stream is not None else array_batches(data.X, data.y, bs, order_gen)
+        batches = stream if stream is not None else array_batches(cast(torch.Tensor, data.X),
+                                                                  cast(torch.Tensor, data.y), bs, order_gen)
         for Xb, yb in batches:
             n += len(yb)
             run_step(Xb, yb, lr)
@@ -124,7 +129,7 @@ def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, pr
         if Xv is not None and (epoch + 1) % opts.eval_every == 0:
             # a head without finite weights has no accuracy (argmax of NaN logits is class 0): NaN, never selected
             ok = finite_heads(heads.to_packed(params[0]), params[1], S)
-            acc = torch.where(ok, accuracy(heads, params, Xv, yv), float("nan"))
+            acc = torch.where(ok, accuracy(heads, params, Xv, cast(torch.Tensor, yv)), float("nan"))
             val_hist.append(acc.cpu())
             eval_epochs.append(epoch + 1)
             better = acc > best_acc  # strict: ties keep the earlier epoch
@@ -171,9 +176,11 @@ class SGDStep:
     on values (the target logits are gathered and scattered, not indexed), state changed in place only.
     """
 
-    def __init__(self, heads, params: list, weight_decay: float, momentum: float, loss_sum: torch.Tensor):
+    def __init__(self, heads: Layout, params: list[torch.Tensor], weight_decay: float, momentum: float,
+                 loss_sum: torch.Tensor) -> None:
         self.heads, self.params, self.wd, self.mom, self.loss_sum = heads, params, weight_decay, momentum, loss_sum
-        self.bufs = [None, None]  # momentum buffers: the first step's gradients (as torch.optim.SGD)
+        # momentum buffers: the first step's gradients (as torch.optim.SGD)
+        self.bufs: list[torch.Tensor | None] = [None, None]
 
     def __call__(self, X: torch.Tensor, y: torch.Tensor, lr: float) -> None:
         heads, params = self.heads, self.params
@@ -194,12 +201,13 @@ class SGDStep:
                 if self.bufs[i] is None:
                     self.bufs[i] = g.clone()
                 else:
-                    self.bufs[i].mul_(self.mom).add_(g)
-                g = self.bufs[i]
+                    cast(torch.Tensor, self.bufs[i]).mul_(self.mom).add_(g)
+                g = cast(torch.Tensor, self.bufs[i])
             p.add_(g, alpha=-lr)
 
 
-def array_batches(X: torch.Tensor, y: torch.Tensor, batch_size: int, order_gen: torch.Generator):
+def array_batches(X: torch.Tensor, y: torch.Tensor, batch_size: int,
+                  order_gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of (X[idx], y[idx]) minibatches in the order ``torch.randperm(n, generator=order_gen)``."""
     order = torch.randperm(X.shape[0], generator=order_gen).to(X.device)
     for start in range(0, X.shape[0], batch_size):
@@ -219,7 +227,8 @@ def softmax_and_logsumexp(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return e.div_(s), (s.log_() + m).squeeze(-1)
 
 
-def accuracy(heads, params, X: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+def accuracy(heads: Layout, params: list[torch.Tensor], X: torch.Tensor, y: torch.Tensor,
+             chunk: int = 4096) -> torch.Tensor:
     """(K,) float64 accuracy of every head on (X, y)."""
     correct = torch.zeros(params[1].shape[0], dtype=torch.float64, device=X.device)
     for s in range(0, X.shape[0], chunk):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -128,7 +128,7 @@ def _group(config_id: str, key: tuple[str, str, str, str], rs: list[ResultRow]) 
     model, dataset, layer, method = key
     acc = [r for r in rs if r.accuracy is not None]
     curve = SeedCurve.of(acc, "accuracy") if acc else None
-    full = [r.accuracy for r in acc if r.fraction == 1.0]
+    full = cast("list[float]", [r.accuracy for r in acc if r.fraction == 1.0])  # acc: the rows with an accuracy
     full_acc = float(np.mean(full)) if full and np.mean(full) > 0 else None
     dr = _dr(curve, full_acc) if curve is not None and full_acc is not None else None
     ck = [r for r in rs if r.cka is not None]
@@ -144,6 +144,8 @@ def _dr(curve: SeedCurve, full_acc: float) -> DiffusedRedundancy | None:
     sub = (f < 1.0) & (f > 0)
     if not sub.any():
         return None
+    fr: Any  # arrays, which analysis's Sequence[float] parameters take (np.asarray)
+    am: Any
     fr, am = f[sub], mean[sub]
     values = {rule: {d: A.diffused_redundancy(fr, am, full_acc, d, rule) for d in DELTAS} for rule in A.RULES}
     deltas, dr = A.dr_curve(fr, am, full_acc, "paper30", "nearest")

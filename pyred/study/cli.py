@@ -9,8 +9,12 @@ import argparse
 import os
 import sqlite3
 import sys
+from typing import TYPE_CHECKING
 
 from .identity import ConfigIdentity
+
+if TYPE_CHECKING:
+    from .store import ResultStore
 
 
 def _floats(text: str) -> list[float]:
@@ -128,7 +132,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _run(args) -> int:
+def _run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .runner import run
 
@@ -144,14 +148,14 @@ def _run(args) -> int:
     return 0
 
 
-def _report(args) -> int:
+def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    print(f"pyred: wrote {write_report(args.dir, args.config, args.all, dest=args.out)}")
+    print(f"pyred: wrote {write_report(args.dir, config=args.config, all_configs=args.all, dest=args.out)}")
     return 0
 
 
-def _export(args) -> int:
+def _export(args: argparse.Namespace) -> int:
     from .._files import atomic_write
     from .store import ResultStore, database, require_pyarrow
 
@@ -181,7 +185,7 @@ def _export(args) -> int:
     return 0
 
 
-def _check_export_targets(store, targets: list, force: bool) -> None:
+def _check_export_targets(store: ResultStore, targets: list[tuple[str, str]], force: bool) -> None:
     """Refuses an output that is a folder, the database, inside a feature cache, or (without --force) an
     existing file -- before anything is written."""
     from . import store as store_module
@@ -210,7 +214,7 @@ def _check_export_targets(store, targets: list, force: bool) -> None:
             raise StudyError(f"{flag}: {folder} is read-only; give a path where the file can be written")
 
 
-def _runs(args) -> int:
+def _runs(args: argparse.Namespace) -> int:
     import time
 
     from .store import ResultStore, database, latest_with_results
@@ -253,7 +257,7 @@ def _grid_size(fractions: list[float] | dict[str, list[float]]) -> str:
     return str(len(fractions))
 
 
-def _cka(args) -> int:
+def _cka(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import datasets

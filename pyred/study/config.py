@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, cast
 
 from .errors import ConfigError
 from .schema import FIELDS, DatasetSpec, ModelSpec, StudyConfig, as_list, default_config, unknown_keys
@@ -31,7 +31,7 @@ def load_config(path: str | None = None, **overrides: Any) -> StudyConfig:
     weights, dataset roots, out, cache_dir) are relative to the file's folder; those of overrides to the
     working directory.
     """
-    raw: dict = {}
+    raw: dict[str, Any] = {}
     source = "the default"
     if path is not None:
         raw, source = _anchored(_read_toml(path), os.path.dirname(os.path.abspath(path))), str(path)
@@ -64,7 +64,7 @@ def _anchored(raw: Any, folder: str) -> Any:
     if not isinstance(raw, dict):
         return raw
 
-    def at(p):
+    def at(p: Any) -> Any:
         return os.path.join(folder, os.path.expanduser(p)) if isinstance(p, str) else p
 
     raw = dict(raw)
@@ -78,7 +78,7 @@ def _anchored(raw: Any, folder: str) -> Any:
     return raw
 
 
-def parse(raw: dict, source: str = "config", validate_now: bool = True) -> StudyConfig:
+def parse(raw: dict[str, Any], source: str = "config", validate_now: bool = True) -> StudyConfig:
     """Builds and validates a StudyConfig from a plain mapping (a parsed TOML document)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a table of settings, got {type(raw).__name__}")
@@ -103,9 +103,9 @@ def parse(raw: dict, source: str = "config", validate_now: bool = True) -> Study
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def _read_toml(path: str) -> dict:
+def _read_toml(path: str) -> dict[str, Any]:
     try:
-        import tomllib
+        import tomllib  # type: ignore[import-not-found,unused-ignore]  # standard from 3.11; mypy checks as 3.10
     except ImportError:  # Python 3.10
         import tomli as tomllib
     try:
@@ -114,7 +114,7 @@ def _read_toml(path: str) -> dict:
         if not text.strip():
             raise ConfigError(f"config: {path} is empty; give some settings, or run without a config file for the "
                               "built-in default")
-        return tomllib.loads(text.decode("utf-8"))
+        return cast("dict[str, Any]", tomllib.loads(text.decode("utf-8")))
     except FileNotFoundError:
         raise ConfigError(f"config: no such file {path}") from None
     except IsADirectoryError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -13,6 +13,9 @@ from .._files import digest
 from .distributed import Distributed
 from .npz import load_features_file
 from .schema import DatasetSpec, ModelSpec, StudyConfig
+
+if TYPE_CHECKING:
+    from ..features import FeatureSet
 
 RANDOM_INIT_SEED = 2  # the reference code's global seed, under which it built its networks
 
@@ -33,7 +36,7 @@ class LayerData:
     y_val: Any
     X_test: Any
     y_test: Any
-    class_names: list | None
+    class_names: list[str] | None
     identity: str
     stream: Any = None  # protocol "paper": makes the FeatureStream of the training images (batch_size, progress)
     dataset_name: str = ""  # the registered name (``dataset`` is its label in results, with its folder if any)
@@ -56,22 +59,22 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, di
     from ..features import extract_features
 
     cache = cfg.cache_dir or os.path.join(os.path.abspath(cfg.out), "cache")
-    splits = {}
+    splits: dict[str, FeatureSet] = {}
     size = cfg.eval_size()
-    clean = dict(transform="paper", image_size=size, normalization=cfg.normalization) if size else {}
-    made = {}
+    clean: dict[str, Any] = dict(transform="paper", image_size=size, normalization=cfg.normalization) if size else {}
+    made: dict[str, Backbone] = {}
 
-    def extract():
+    def extract() -> None:
         # A random-init network is drawn under seed 2 (the reference code's global seed), so every run of the
         # study -- a resumed one, another rank -- probes the same network.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
             bb = made["backbone"] = Backbone(model.name, pretrained=model.pretrained, weights=model.weights,
                                              layer=model.layer, pool=model.pool)
-        common = dict(batch_size=cfg.batch_size, device=cfg.device, cache_dir=cache, progress=progress,
-                      num_workers=cfg.num_workers, amp=cfg.amp)
+        common: dict[str, Any] = dict(batch_size=cfg.batch_size, device=cfg.device, cache_dir=cache,
+                                      progress=progress, num_workers=cfg.num_workers, amp=cfg.amp)
         for split in ("val", "test") if cfg.protocol == "paper" else ("train", "val", "test"):
-            kw = dict(clean)
+            kw: dict[str, Any] = dict(clean)
             if split == "train" and cfg.protocol == "views":  # V augmented views of every training image
                 kw = dict(augment="paper", views=cfg.views, seed=0, image_size=size, normalization=cfg.normalization)
             splits[split] = extract_features(bb, datasets.load(dataset.name, split, root=dataset.root), **common,
@@ -89,8 +92,9 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, di
     bb, train_images = made["backbone"], datasets.load(dataset.name, "train", root=dataset.root)
 
     def stream(batch_size: int) -> FeatureStream:
+        # size is not None here: under protocol "paper", eval_size() is image_size or 224
         return FeatureStream(bb, train_images, augment="paper", batch_size=batch_size, device=cfg.device, seed=0,
-                             image_size=size, normalization=cfg.normalization, num_workers=cfg.num_workers,
+                             image_size=cast(int, size), normalization=cfg.normalization, num_workers=cfg.num_workers,
                              amp=cfg.amp)
 
     # where the training features come from: the weights, layer, pooling, augmentation, images and order seed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -12,6 +13,10 @@ from .data import LayerData
 from .plan import ResultRow, Unit
 from .schema import StudyConfig
 from .views import ViewCache
+
+if TYPE_CHECKING:
+    from ..probes.result import ProbeResult
+    from ..subsets import Subsets
 
 
 def head_init_seed(method: str, fraction: float, seed: int, tag: str = "") -> int:
@@ -56,11 +61,12 @@ def run_unit(cfg: StudyConfig, unit: Unit, data: LayerData, views: ViewCache, pr
         r.accuracy = acc if np.isfinite(acc) else None  # a head without finite weights has no accuracy
         r.per_class = None if r.accuracy is None else [None if np.isnan(v) else float(v)
                                                        for v in np.asarray(ev.per_class_accuracy[j])]
-        r.diverged = bool(res.diverged[j])
+        r.diverged = bool(cast(torch.Tensor, res.diverged)[j])  # never None: ProbeResult.__post_init__ sets it
     return rows
 
 
-def _train(cfg, data, views, unit, part, options, X_val, y_val, progress):
+def _train(cfg: StudyConfig, data: LayerData, views: ViewCache, unit: Unit, part: Subsets, options: dict[str, Any],
+           X_val: Any, y_val: Any, progress: bool) -> ProbeResult:
     from ..probes import RECIPES, train_probes
 
     if data.stream is not None:  # protocol "paper": augmented batches through the backbone, all heads at once

@@ -11,14 +11,16 @@ import fcntl
 import os
 import sys
 import time
+from collections.abc import Callable
 
 from .errors import StudyError
 
 
 class RunLock:
-    def __init__(self, folder: str, wait: bool = True, poll: float = 0.5, say=None):
+    def __init__(self, folder: str, wait: bool = True, poll: float = 0.5,
+                 say: Callable[[str], object] | None = None) -> None:
         self.path = os.path.join(folder, ".pyred.lock")
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         said = False
         while True:
             try:

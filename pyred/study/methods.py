@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 
 from ..subsets import Subsets, draw_subsets
 from .views import PCAView, ProjectionView, View
+
+if TYPE_CHECKING:
+    from .schema import StudyConfig
 
 
 @dataclass(frozen=True)
@@ -29,37 +33,38 @@ class Plan:
 class Method:
     name: str
     description: str
-    plans: Callable[[object, int], list]  # (StudyConfig, d) -> [Plan]
+    # (StudyConfig, d) -> [Plan]; the config's fractions are resolved (not None): plan_units passes the model's grid
+    plans: Callable[[StudyConfig, int], list[Plan]]
     needs_train_features: bool = False  # its view is fitted on (or applied to) the training features
 
 
-def _fractions_with_full(cfg) -> list:
-    return sorted(set(cfg.fractions) | {1.0})
+def _fractions_with_full(cfg: StudyConfig) -> list[float]:
+    return sorted(set(cast("tuple[float, ...]", cfg.fractions)) | {1.0})
 
 
-def _random(cfg, d):
-    grid = draw_subsets(d, sorted(set(cfg.fractions)), sorted(set(cfg.seeds)))
-    if 1.0 not in cfg.fractions:
+def _random(cfg: StudyConfig, d: int) -> list[Plan]:
+    grid = draw_subsets(d, sorted(set(cast("tuple[float, ...]", cfg.fractions))), sorted(set(cfg.seeds)))
+    if 1.0 not in cast("tuple[float, ...]", cfg.fractions):
         grid = Subsets.concat([grid, draw_subsets(d, [1.0], [cfg.full_layer_seed])])
     return [Plan(None, grid)]
 
 
-def _first(cfg, d):
+def _first(cfg: StudyConfig, d: int) -> list[Plan]:
     return [Plan(None, draw_subsets(d, _fractions_with_full(cfg), mode="first"))]
 
 
-def _pca_top(cfg, d):
+def _pca_top(cfg: StudyConfig, d: int) -> list[Plan]:
     return [Plan(PCAView(), draw_subsets(d, _fractions_with_full(cfg), mode="first"))]
 
 
-def _pca_bottom(cfg, d):
+def _pca_bottom(cfg: StudyConfig, d: int) -> list[Plan]:
     fracs = _fractions_with_full(cfg)
     S = Subsets.from_lists([list(range(d - int(f * d), d)) for f in fracs], d=d)
     return [Plan(PCAView(), S.with_metadata(fractions=torch.tensor(fracs, dtype=torch.float64)))]
 
 
-def _projections(kind):
-    def plans(cfg, d):
+def _projections(kind: str) -> Callable[[StudyConfig, int], list[Plan]]:
+    def plans(cfg: StudyConfig, d: int) -> list[Plan]:
         out = []
         for seed in sorted(set(cfg.seeds)):
             S = draw_subsets(d, _fractions_with_full(cfg), mode="first")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from typing import Any, cast
 
 import numpy as np
 
@@ -18,7 +19,7 @@ REQUIRED = ("X_train", "y_train", "X_test", "y_test")
 OPTIONAL = ("X_val", "y_val", "class_names")
 
 
-def _headers(path: str) -> dict[str, tuple[tuple, np.dtype]]:
+def _headers(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
     """{array name: (shape, dtype)} read from the .npy headers inside the archive."""
     out = {}
     with zipfile.ZipFile(path) as z:
@@ -85,7 +86,7 @@ def _check_structure(path: str) -> None:
                               f"shape {shape}")
 
 
-def _read(path: str) -> dict:
+def _read(path: str) -> dict[str, np.ndarray]:
     """Every array of the file ({name: array}), a damaged one named in the error."""
     out = {}
     try:
@@ -104,10 +105,11 @@ def _read(path: str) -> dict:
     return out
 
 
-def _check_values(path: str, arrays: dict) -> None:
+def _check_values(path: str, arrays: dict[str, np.ndarray]) -> None:
     """Every feature finite, every label a class index that class_names (when given) can name."""
     for split in ("train", "val", "test"):
-        X, y = arrays.get(f"X_{split}"), arrays.get(f"y_{split}")
+        # y_<split> is there whenever X_<split> is (_check_structure)
+        X, y = arrays.get(f"X_{split}"), cast(np.ndarray, arrays.get(f"y_{split}"))
         if X is None:
             continue
         finite = np.isfinite(X)
@@ -127,12 +129,12 @@ def _check_values(path: str, arrays: dict) -> None:
                               f"{top} ({top + 1} classes)")
 
 
-def load_features_file(path: str) -> dict:
+def load_features_file(path: str) -> dict[str, Any]:
     """The arrays of a features file, checked ({name: array}; X_val / y_val / class_names None when absent)."""
     _check_structure(path)
     arrays = _read(path)
     _check_values(path, arrays)
-    out = {k: arrays.get(k) for k in REQUIRED + OPTIONAL}
+    out: dict[str, Any] = {k: arrays.get(k) for k in REQUIRED + OPTIONAL}
     if out["class_names"] is not None:
         out["class_names"] = [str(c) for c in out["class_names"]]
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from .methods import METHODS
 from .schema import StudyConfig
 from .views import View
 
+if TYPE_CHECKING:
+    from ..subsets import Subsets
+
 
 @dataclass(frozen=True)
 class Unit:
@@ -28,12 +32,12 @@ class Unit:
     kind: str  # "cka" or "probes"
     method: str
     view: View | None
-    subsets: object  # the plan's Subsets (all heads; this unit covers ``heads``)
+    subsets: Subsets  # the plan's Subsets (all heads; this unit covers ``heads``)
     heads: range
     label: str  # for people: model|dataset|layer|method[|tag]|kind[ c/C]
 
     @property
-    def fields(self) -> tuple:
+    def fields(self) -> tuple[str, ...]:
         return ("cka",) if self.kind == "cka" else ("accuracy", "per_class", "diverged")
 
 
@@ -49,7 +53,7 @@ class ResultRow:
     seed: int
     k: int
     accuracy: float | None = None
-    per_class: list | None = field(default=None)
+    per_class: list[float | None] | None = field(default=None)
     cka: float | None = None
     diverged: bool | None = None  # the probe's training loss became NaN/Inf (its accuracy is None unless it
     #                               kept weights from before)

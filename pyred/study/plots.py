@@ -9,12 +9,12 @@ inside (0, 1); groups without one are left out of them.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from .._files import atomic_write
-from .aggregate import GroupSummary, SeedCurve
+from .aggregate import DiffusedRedundancy, GroupSummary, SeedCurve
 from .errors import StudyError
 
 PLOTS = ("accuracy_vs_fraction.png", "cka_vs_fraction.png", "dr_vs_delta.png", "gini_vs_accuracy.png")
@@ -56,7 +56,7 @@ class Figures:
         return ["### Plots", ""] + [f"![{n}]({n})" for n in names] + [f"![{t}]({n})" for t, n in heatmaps] + [""]
 
     def _axes(self) -> tuple[Any, Any]:
-        return self.plt.subplots(figsize=(6.5, 4.2))
+        return cast("tuple[Any, Any]", self.plt.subplots(figsize=(6.5, 4.2)))
 
     def accuracy(self, groups: list[GroupSummary]) -> str | None:
         shown = [g for g in groups if g.accuracy is not None and _inside(g.accuracy)]
@@ -64,7 +64,7 @@ class Figures:
             return None
         fig, ax = self._axes()
         for g in shown:
-            line = _band(ax, g.accuracy, g.label, upper=0.999)
+            line = _band(ax, cast(SeedCurve, g.accuracy), g.label, upper=0.999)
             if g.full_accuracy is not None:
                 ax.axhline(g.full_accuracy, color=line.get_color(), ls="--", lw=1)
         ax.set(xscale="log", xlabel="fraction of neurons", ylabel="test accuracy",
@@ -78,7 +78,7 @@ class Figures:
             return None
         fig, ax = self._axes()
         for g in shown:
-            _band(ax, g.cka, g.label, upper=1.0)
+            _band(ax, cast(SeedCurve, g.cka), g.label, upper=1.0)
         ax.set(xscale="log", xlabel="fraction of neurons", ylabel="linear CKA with the full layer",
                title="CKA(subset, full layer)")
         ax.legend(fontsize=7)
@@ -90,7 +90,8 @@ class Figures:
             return None
         fig, ax = self._axes()
         for g in shown:
-            ax.plot(g.dr.curve_delta, g.dr.curve_dr, marker=".", label=g.label)
+            ax.plot(cast(DiffusedRedundancy, g.dr).curve_delta, cast(DiffusedRedundancy, g.dr).curve_dr, marker=".",
+                    label=g.label)
         ax.set(xlabel="δ (fraction of full-layer accuracy)", ylabel="diffused redundancy DR(δ)",
                title="DR vs δ (nearest rule)")
         ax.legend(fontsize=7)

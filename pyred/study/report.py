@@ -39,7 +39,7 @@ class ConfigAnalysis:
                 "progress": self.progress, "groups": [g.to_json() for g in self.groups]}
 
 
-def analyse_folder(out: str, config: str | None = None, all_configs: bool = False,
+def analyse_folder(out: str, *, config: str | None = None, all_configs: bool = False,
                    dest: str | None = None) -> list[ConfigAnalysis]:
     """Reads DIR/results.sqlite (read-only), writes analysis.json for the chosen configuration(s) into
     ``dest`` (DIR by default) and returns their analyses."""
@@ -69,10 +69,11 @@ def _destination(out: str, dest: str | None) -> str:
     return dest
 
 
-def write_report(out: str, config: str | None = None, all_configs: bool = False, dest: str | None = None) -> str:
+def write_report(out: str, *, config: str | None = None, all_configs: bool = False,
+                 dest: str | None = None) -> str:
     """analysis.json, the plots and report.md of the study folder ``out``, written into ``dest`` (``out``
     by default). Returns report.md's path."""
-    analyses = analyse_folder(out, config, all_configs, dest)
+    analyses = analyse_folder(out, config=config, all_configs=all_configs, dest=dest)
     dest = dest or out
     several = len(analyses) > 1
     protocols = sorted({a.identity.protocol_name for a in analyses})

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+from collections.abc import Callable
+from typing import Any, cast
 
 from .._version import __version__
 from . import spool
@@ -29,7 +31,8 @@ from .store import ResultStore, database
 from .views import ViewCache
 
 
-def run(cfg: StudyConfig, progress: bool = True, wait: bool = True, say=print) -> str:
+def run(cfg: StudyConfig, *, progress: bool = True, wait: bool = True,
+        say: Callable[[str], object] | None = print) -> str:
     """Runs every unit of ``cfg`` not finished yet; returns the study folder (which holds results.sqlite).
 
     wait: when another run holds the folder, wait for it (True) or raise StudyError (False).
@@ -46,7 +49,7 @@ def run(cfg: StudyConfig, progress: bool = True, wait: bool = True, say=print) -
     lock = store = None
     run_id = None
     try:
-        status: tuple = ("ok", set())
+        status: tuple[str, Any] = ("ok", set())  # ("ok", finished unit keys) or ("error", message)
         if dist.rank == 0:
             try:
                 lock = RunLock(out, wait)
@@ -65,7 +68,7 @@ def run(cfg: StudyConfig, progress: bool = True, wait: bool = True, say=print) -
         dist.barrier()
         if store is not None:
             spool.ingest(store, out)
-            store.finish_run(run_id)
+            store.finish_run(cast(int, run_id))  # set with store, on rank 0
             store.close()
             store = None
             if skipped:
@@ -89,7 +92,7 @@ def run(cfg: StudyConfig, progress: bool = True, wait: bool = True, say=print) -
 
 
 def _run_units(cfg: StudyConfig, cid: str, ident: ConfigIdentity, dist: Distributed, store: ResultStore | None,
-               finished: set, shown: bool, say) -> int:
+               finished: set[str], shown: bool, say: Callable[[str], object]) -> int:
     """Every unit of every (model, dataset) not in ``finished`` that falls to this rank; returns how many
     units were skipped as finished. Rank 0 (``store``) records each pair's plan and commits each unit."""
     out = os.path.abspath(cfg.out)
@@ -122,7 +125,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:2000]
 
 
-def versions() -> dict:
+def versions() -> dict[str, Any]:
     import numpy as np
     import timm
     import torch

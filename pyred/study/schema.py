@@ -13,10 +13,10 @@ import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from .. import _checks as check
-from ..backbones import POOLS
+from ..backbones import POOLS, Pool
 from .errors import ConfigError
 
 # How probes see the training images: "features" -- clean features extracted once (cached);
@@ -26,6 +26,7 @@ Protocol = Literal["features", "views", "paper"]
 Normalization = Literal["model", "imagenet", "half"]
 PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class ModelSpec:
     pretrained: bool = True
     weights: str | None = None
     layer: str = "penultimate"
-    pool: str = "avg"
+    pool: Pool = "avg"
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> ModelSpec:
@@ -204,7 +205,8 @@ def default_config() -> StudyConfig:
     return StudyConfig(models=(ModelSpec("tf_efficientnet_lite0"),), datasets=(DatasetSpec("digits"),))
 
 
-def _guard(fn, prefix: str | None = None):
+# fn takes no arguments; Callable[..., T] since mypy cannot check ModelSpec.parse's lambda (a default argument)
+def _guard(fn: Callable[..., T], prefix: str | None = None) -> T:
     """fn(), with a ValueError/TypeError from a check turned into a ConfigError."""
     try:
         return fn()

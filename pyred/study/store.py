@@ -37,7 +37,8 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Iterable
-from typing import IO, Any
+from types import TracebackType
+from typing import IO, Any, Literal, cast
 from urllib.parse import quote
 
 from .errors import StudyError
@@ -101,7 +102,7 @@ class ConfigInfo:
     first_run: float
     last_run: float
     rows: int
-    runs: list
+    runs: list[RunInfo]
     units_done: int
     units_planned: int
     pairs_planned: int
@@ -153,34 +154,35 @@ class ResultStore:
     """``results.sqlite`` of a study folder, for a run (which writes it): creates it when missing and
     upgrades an older schema. ``create=False`` refuses a missing database. Readers use :meth:`read`."""
 
-    def __init__(self, path: str | os.PathLike, create: bool = True):
+    def __init__(self, path: str | os.PathLike[str], create: bool = True):
         self.path = os.fspath(path)
         self.readonly = False
         self._tmp: str | None = None
+        self._db: sqlite3.Connection | None = None
         exists = os.path.exists(self.path)
         if not exists and not create:
             raise StudyError(f"no results database at {self.path} (run 'pyred run' first)")
         try:
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self._check(writer=True)
         except sqlite3.DatabaseError as exc:
             raise StudyError(f"{self.path} is not a readable pyred results database ({exc}); move it away and "
                              "re-run, or point --out at another folder") from None
 
     @classmethod
-    def read(cls, path: str | os.PathLike) -> ResultStore:
+    def read(cls, path: str | os.PathLike[str]) -> ResultStore:
         """The database opened for reading only: nothing is ever written to it or beside it. In a folder
         that cannot be written, a database left with a write-ahead log (a killed run) is read from a
         temporary copy that replays the log; an older schema is upgraded in a copy in memory."""
         self = cls.__new__(cls)
-        self.path, self.readonly, self._tmp = os.fspath(path), True, None
+        self.path, self.readonly, self._tmp, self._db = os.fspath(path), True, None, None
         if not os.path.isfile(self.path):
             raise StudyError(f"no results database at {self.path} (run 'pyred run' first)")
         if os.path.getsize(self.path) == 0:
             raise StudyError(f"{self.path} is empty (0 bytes): not a pyred results database; move it away and "
                              "re-run")
         try:
-            self.db = self._connect_readonly()
+            self._db = self._connect_readonly()
             self._check(writer=False)
         except sqlite3.DatabaseError as exc:
             self.close()
@@ -209,6 +211,13 @@ class ResultStore:
         # nothing can write here, so the file cannot change while it is read
         return sqlite3.connect(f"file:{quote(os.path.abspath(self.path))}?immutable=1", uri=True,
                                isolation_level=None)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The open connection (StudyError once the store is closed)."""
+        if self._db is None:
+            raise StudyError(f"{self.path}: the results database is closed")
+        return self._db
 
     def _check(self, writer: bool) -> None:
         db = self.db
@@ -242,7 +251,7 @@ class ResultStore:
                 memory = sqlite3.connect(":memory:", isolation_level=None)
                 db.backup(memory)
                 db.close()
-                self.db = db = memory
+                self._db = db = memory
             self._migrate(version)
         if writer:
             db.execute("PRAGMA journal_mode=WAL")
@@ -258,16 +267,17 @@ class ResultStore:
                 self.db.execute(f"PRAGMA user_version = {version}")
 
     def close(self) -> None:
-        db = getattr(self, "db", None)
+        db = getattr(self, "_db", None)
         if db is not None:
             db.close()
-            self.db = None
+            self._db = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
     # -- writing ---------------------------------------------------------------------------
-    def start_run(self, config_id: str, identity: dict, settings: dict, versions: dict) -> int:
+    def start_run(self, config_id: str, identity: dict[str, Any], settings: dict[str, Any],
+                  versions: dict[str, Any]) -> int:
         now = time.time()
         with self._tx():
             self.db.execute("INSERT INTO configs (id, identity, first_run, last_run) VALUES (?, ?, ?, ?) "
@@ -276,7 +286,7 @@ class ResultStore:
             cur = self.db.execute("INSERT INTO runs (config_id, started_at, settings, versions) VALUES (?, ?, ?, ?)",
                                   (config_id, now, json.dumps(settings, sort_keys=True),
                                    json.dumps(versions, sort_keys=True)))
-        return int(cur.lastrowid)
+        return int(cast(int, cur.lastrowid))  # set by the INSERT
 
     def finish_run(self, run_id: int) -> None:
         with self._tx():
@@ -325,7 +335,7 @@ class ResultStore:
             "(SELECT COUNT(DISTINCT pair) FROM planned p WHERE p.config_id = c.id), "
             "(SELECT COUNT(*) FROM units n WHERE n.config_id = c.id) "
             "FROM configs c ORDER BY c.last_run DESC")
-        runs: dict[str, list] = {}
+        runs: dict[str, list[RunInfo]] = {}
         for cid, *info in self.db.execute("SELECT config_id, id, started_at, finished_at, error FROM runs ORDER BY id"):
             runs.setdefault(cid, []).append(RunInfo(*info))
         return [ConfigInfo(i, ConfigIdentity.from_json(json.loads(ident)), f, last, n, runs.get(i, []), done, planned,
@@ -389,7 +399,7 @@ class ResultStore:
         return pa.table({"config_id": [cid for cid, _ in rows],
                          **{c: [_text(getattr(r, c), c) for _, r in rows] for c in COLUMNS}})
 
-    def _tx(self):
+    def _tx(self) -> _Transaction:
         return _Transaction(self.db)
 
 
@@ -398,7 +408,7 @@ def latest_with_results(infos: list[ConfigInfo]) -> ConfigInfo | None:
     return next((c for c in infos if c.has_results), None)
 
 
-def require_pyarrow():
+def require_pyarrow() -> Any:
     try:
         import pyarrow
         import pyarrow.parquet  # noqa: F401
@@ -408,22 +418,23 @@ def require_pyarrow():
 
 
 class _Transaction:
-    def __init__(self, db):
+    def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         self.db.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
         return False
 
 
-def _cell(v: Any):
+def _cell(v: Any) -> Any:
     if isinstance(v, (list, tuple, dict)):
         return json.dumps(v)
     return v
 
 
-def _text(v: Any, column: str):
+def _text(v: Any, column: str) -> Any:
     return json.dumps(v) if column == "per_class" and v is not None else v

@@ -8,6 +8,7 @@ applies it to a split's features.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -38,7 +39,7 @@ View = PCAView | ProjectionView
 class ViewCache:
     """Each view's (d, d) matrix, computed once from a model-dataset's features."""
 
-    def __init__(self, X_train):
+    def __init__(self, X_train: Any) -> None:
         self._X_train = X_train
         self._matrices: dict[View, np.ndarray] = {}
 
@@ -53,9 +54,9 @@ class ViewCache:
                 self._matrices[view] = random_projection(d, d, view.seed, view.kind)
         return self._matrices[view]
 
-    def apply(self, view: View | None, X) -> np.ndarray:
+    def apply(self, view: View | None, X: Any) -> np.ndarray:
         """The features X (n, d) as ``view`` sees them (float32); the layer itself for None."""
         X = np.asarray(X)
         if view is None:
-            return X
-        return (X @ self.matrix(view)).astype(np.float32)
+            return cast(np.ndarray, X)
+        return cast(np.ndarray, (X @ self.matrix(view)).astype(np.float32))
