@@ -93,8 +93,7 @@ def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: 
         raise ValueError(f"seed: head k is initialised under seed + k, which must stay below 2**63; got seed={seed} "
                          f"for {len(S)} heads")
     trained = r.train(data, S, options, seed, progress, backend)
-    result = ProbeResult(subsets=S, num_classes=data.num_classes, recipe=recipe,
-                         **{f.name: getattr(trained, f.name) for f in dataclasses.fields(trained)})
+    result = ProbeResult(**vars(trained), subsets=S, num_classes=data.num_classes, recipe=recipe)
     if bool(cast(torch.Tensor, result.diverged).any()):  # set by ProbeResult.__post_init__
         warnings.warn(divergence_message(result, data), RuntimeWarning, stacklevel=2)
     return result

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,6 +11,7 @@ from ..ops.arrays import float_matrix, from_torch
 from ..ops.heads import features_major, forward_xt
 from ..subsets import Subsets
 from .data import check_label_range, labels
+from .recipe import TrainedHeads
 
 
 @dataclass
@@ -24,9 +25,10 @@ class ProbeEvaluation:
     predictions: Any
 
 
-@dataclass
-class ProbeResult:
-    """K linear heads, head k reading the features ``subsets[k]``.
+@dataclass(kw_only=True)
+class ProbeResult(TrainedHeads):
+    """K linear heads, head k reading the features ``subsets[k]``: a recipe's :class:`TrainedHeads` with
+    what they read.
 
     weights: (nnz, C) packed, rows in the order of ``subsets.indices`` (head k
       owns rows ``subsets.offsets[k]:subsets.offsets[k+1]``; row j of head k
@@ -47,20 +49,9 @@ class ProbeResult:
     function_evals: objective evaluations of the solve (lbfgs).
     """
 
-    weights: torch.Tensor
-    biases: torch.Tensor
     subsets: Subsets
     num_classes: int
     recipe: str
-    options: Any
-    selected_epoch: torch.Tensor | None = None
-    val_accuracy: torch.Tensor | None = None
-    eval_epochs: list[int] = field(default_factory=list)
-    train_loss: torch.Tensor | None = None
-    alpha: torch.Tensor | None = None
-    init_seeds: torch.Tensor | None = None
-    diverged: torch.Tensor | None = None
-    function_evals: int | None = None
 
     def __post_init__(self) -> None:
         if self.diverged is None:

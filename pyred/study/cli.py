@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in ("run", "report", "export", "runs", "cka", "-h", "--help"):
         argv = ["run"] + argv
     args = parser().parse_args(argv)
-    from .errors import StudyError
+    from .errors import StudyError, one_line
 
     try:
         return COMMANDS[args.command](args)
@@ -119,17 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         print("pyred: interrupted; every finished unit is saved, re-run the same command to go on", file=sys.stderr)
         return 130
     except (StudyError, ValueError, TypeError, OSError, RuntimeError, sqlite3.Error) as exc:
-        print(f"pyred: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"pyred: error: {one_line(exc)}", file=sys.stderr)
         return 2
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, OSError) and exc.filename and exc.strerror:
-        text = f"{exc.filename}: {exc.strerror}"
-    if "Original Traceback" in text:  # re-raised from a DataLoader worker: its last line says what went wrong
-        text = text.strip().splitlines()[-1]
-    return " ".join(text.split())
 
 
 def _run(args: argparse.Namespace) -> int:

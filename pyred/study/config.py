@@ -51,12 +51,18 @@ def load_config(path: str | None = None, **overrides: Any) -> StudyConfig:
         if not isinstance(options, dict):
             raise ConfigError(f"recipe_options: expected a table, got {options!r}")
         raw["recipe_options"] = {**options, "epochs": epochs}
-    cfg = parse(raw, source, validate_now=data_root is None)
-    if data_root is not None:
-        cfg = dataclasses.replace(cfg, datasets=tuple(d if d.root is not None else DatasetSpec(d.name, data_root)
-                                                      for d in cfg.datasets))
-        validate(cfg)
-    return cfg
+    if data_root is not None and raw.get("datasets") is not None:  # the folder of every dataset given without one
+        raw["datasets"] = [_with_root(d, data_root) for d in as_list(raw["datasets"], "datasets")]
+    return parse(raw, source)
+
+
+def _with_root(entry: Any, root: str) -> Any:
+    """A raw dataset entry (a name or a table) with ``root`` unless it has one."""
+    if isinstance(entry, str):
+        return {"name": entry, "root": root}
+    if isinstance(entry, dict) and "root" not in entry:
+        return {**entry, "root": root}
+    return entry
 
 
 def _anchored(raw: Any, folder: str) -> Any:
@@ -78,7 +84,7 @@ def _anchored(raw: Any, folder: str) -> Any:
     return raw
 
 
-def parse(raw: dict[str, Any], source: str = "config", validate_now: bool = True) -> StudyConfig:
+def parse(raw: dict[str, Any], source: str = "config") -> StudyConfig:
     """Builds and validates a StudyConfig from a plain mapping (a parsed TOML document)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a table of settings, got {type(raw).__name__}")
@@ -97,8 +103,7 @@ def parse(raw: dict[str, Any], source: str = "config", validate_now: bool = True
     datasets = tuple(DatasetSpec.parse(d, f"datasets[{i}]") for i, d in enumerate(as_list(datasets, "datasets")))
     values = {k: FIELDS[k].metadata["parse"](v, k) for k, v in raw.items() if k not in ("models", "datasets")}
     cfg = dataclasses.replace(base, models=models, datasets=datasets, **values)
-    if validate_now:
-        validate(cfg)
+    validate(cfg)
     return cfg
 
 

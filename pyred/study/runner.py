@@ -20,7 +20,7 @@ from .._version import __version__
 from . import spool
 from .data import load_layer_data
 from .distributed import Distributed
-from .errors import StudyError
+from .errors import StudyError, one_line
 from .execute import run_unit
 from .identity import ConfigIdentity, identity
 from .lock import RunLock
@@ -80,7 +80,8 @@ def run(cfg: StudyConfig, *, progress: bool = True, wait: bool = True,
                 analyse_folder(out, config=cid)
     except BaseException as exc:
         if store is not None and run_id is not None:
-            store.fail_run(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else _one_line(exc))
+            store.fail_run(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt)
+                           else f"{type(exc).__name__}: {one_line(exc)}")
         raise
     finally:
         if store is not None:
@@ -119,10 +120,6 @@ def _run_units(cfg: StudyConfig, cid: str, ident: ConfigIdentity, dist: Distribu
                 else:
                     spool.write(out, cid, unit, rows)
     return skipped
-
-
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:2000]
 
 
 def versions() -> dict[str, Any]:

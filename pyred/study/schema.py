@@ -43,14 +43,7 @@ class ModelSpec:
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> ModelSpec:
-        if isinstance(raw, str):
-            return cls(raw)
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: a model is a timm name or a table, got {raw!r}")
-        unknown_keys(raw, [f.name for f in dataclasses.fields(cls)], where)
-        if "name" not in raw:
-            raise ConfigError(f"{where}: a model table needs a name, got {raw!r}")
-        spec = cls(**raw)
+        spec = _named_table(cls, raw, where, "model", "a model is a timm name or a table")
         _guard(lambda: check.string(spec.name, f"{where}.name"))
         for key in ("features", "weights"):
             if getattr(spec, key) is not None:
@@ -73,14 +66,7 @@ class DatasetSpec:
     def parse(cls, raw: Any, where: str) -> DatasetSpec:
         if isinstance(raw, DatasetSpec):
             return raw
-        if isinstance(raw, str):
-            return cls(raw)
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: a dataset is a name or a table {{ name = ..., root = ... }}, got {raw!r}")
-        unknown_keys(raw, [f.name for f in dataclasses.fields(cls)], where)
-        if "name" not in raw:
-            raise ConfigError(f"{where}: a dataset table needs a name, got {raw!r}")
-        spec = cls(**raw)
+        spec = _named_table(cls, raw, where, "dataset", "a dataset is a name or a table { name = ..., root = ... }")
         _guard(lambda: check.string(spec.name, f"{where}.name"))
         if spec.root is not None:
             _guard(lambda: check.string(spec.root, f"{where}.root"))
@@ -95,6 +81,21 @@ class DatasetSpec:
     def identity_root(self) -> str | None:
         """The folder as the configuration's identity holds it: its absolute path."""
         return None if self.root is None else os.path.abspath(self.root)
+
+
+Spec = TypeVar("Spec", ModelSpec, DatasetSpec)
+
+
+def _named_table(cls: type[Spec], raw: Any, where: str, noun: str, what: str) -> Spec:
+    """A spec from a name (a string) or a table of its fields with a name; ConfigError naming ``where``."""
+    if isinstance(raw, str):
+        return cls(raw)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: {what}, got {raw!r}")
+    unknown_keys(raw, [f.name for f in dataclasses.fields(cls)], where)
+    if "name" not in raw:
+        raise ConfigError(f"{where}: a {noun} table needs a name, got {raw!r}")
+    return cls(**raw)
 
 
 # -- settings: each field of StudyConfig carries the check that turns a raw (TOML / command-line) value
