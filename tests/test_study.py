@@ -750,3 +750,16 @@ def test_write_errors_name_the_file_not_its_temporary(tmp_path):
         with atomic_write(target) as f:
             f.write("a")
     assert err.value.filename == str(target) and ".tmp" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_export_to_a_pipe_that_closes_is_quiet(tmp_path, features_npz):
+    """pyred export --csv - | head: the reader leaving is not an error (it printed '[Errno 32] Broken pipe')."""
+    out = tmp_path / "run"
+    assert main(["run", str(write_config(tmp_path / "c.toml", features_npz, out, fractions="[0.5]", seeds="[1]",
+                                         methods='["random"]')), "--quiet", "--no-report"]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "pyred", "export", str(out), "--csv", "-"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=str(tmp_path))
+    proc.stdout.close()  # the reader is gone before anything is written
+    assert proc.wait(timeout=120) == 0
+    assert proc.stderr.read() == b""

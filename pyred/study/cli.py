@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pyred: interrupted; every finished unit is saved, re-run the same command to go on", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our standard output left (pyred export --csv - | head): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the interpreter's final flush is quiet
+        return 0
     except (StudyError, ValueError, TypeError, OSError, RuntimeError, sqlite3.Error) as exc:
         print(f"pyred: error: {one_line(exc)}", file=sys.stderr)
         return 2
