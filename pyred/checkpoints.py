@@ -5,8 +5,8 @@
   or ``state_dict_ema`` next to other entries (epoch, optimizer, ...);
 * robustness-library checkpoints (Salman et al. 2020): keys under
   ``module.model.``, ``model.`` or ``module.attacker.model.`` (the attacker's
-  copy is the same network); their ``normalizer.*`` buffers are dropped, since
-  the transform normalises with the model's own statistics;
+  copy is the same network); their ``normalizer.*`` and ``attacker.normalize.*``
+  buffers are dropped, since the transform normalises with the model's own statistics;
 * ``module.`` prefixes of DataParallel/DDP checkpoints;
 * ``.safetensors``;
 * timm / AugReg ``.npz`` (JAX) checkpoints of Vision Transformers, through timm's
@@ -24,7 +24,9 @@ import torch
 
 WRAPPERS = ("state_dict", "model", "model_state_dict", "state_dict_ema")
 PREFIXES = ("", "module.", "model.", "module.model.", "module.attacker.model.", "attacker.model.")
-DROPPED = ("normalizer.", "module.normalizer.", "attacker.normalizer.", "module.attacker.normalizer.",
+# The robustness library's AttackerModel holds ``normalizer``, ``model`` and ``attacker``, whose Attacker holds
+# its own ``normalize`` and ``model``: the network is kept (under model.), the rest dropped.
+DROPPED = ("normalizer.", "module.normalizer.", "attacker.normalize.", "module.attacker.normalize.",
            "attacker.model.", "module.attacker.model.")
 
 

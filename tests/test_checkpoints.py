@@ -23,13 +23,15 @@ def same_weights(a, b):
 
 
 def robustness(state, prefix):
-    """A robustness-library checkpoint: the network under ``prefix``model. and again under the attacker,
-    the normalizer's buffers, and training state beside it."""
+    """A robustness-library checkpoint in its AttackerModel's layout: ``normalizer``, ``model`` (the network)
+    and ``attacker``, whose Attacker holds its own ``normalize`` and ``model`` (the same network again);
+    training state beside it. (The normalizers' buffers were once written here as attacker.normalizer.*,
+    which real files do not hold: they hold attacker.normalize.*, which pyred then refused.)"""
     out = {f"{prefix}model.{k}": v for k, v in state.items()}
     out.update({f"{prefix}attacker.model.{k}": v.clone() for k, v in state.items()})
-    for who in (f"{prefix}", f"{prefix}attacker."):
-        out[f"{who}normalizer.new_mean"] = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-        out[f"{who}normalizer.new_std"] = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    for who in (f"{prefix}normalizer.", f"{prefix}attacker.normalize."):
+        out[f"{who}new_mean"] = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+        out[f"{who}new_std"] = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
     return {"model": out, "epoch": 90, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}}
 
 
