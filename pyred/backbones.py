@@ -176,6 +176,9 @@ def check_model_name(name: str) -> str:
     raises ValueError with close names or the architecture's tags."""
     import timm
 
+    from .architectures import register
+
+    register()  # the paper's networks that timm lacks (wide_resnet50_4, resnet50_mrl, resnet50_ff<k>)
     if not isinstance(name, str) or not name:
         raise ValueError(f"name: expected a timm model name, got {name!r}")
     arch, _, tag = name.partition(".")

@@ -10,7 +10,13 @@
 * ``module.`` prefixes of DataParallel/DDP checkpoints;
 * ``.safetensors``;
 * timm / AugReg ``.npz`` (JAX) checkpoints of Vision Transformers, through timm's
-  own converter.
+  own converter;
+* torchvision-layout VGG state dicts (``features.*``, ``classifier.0/3/6``, as the
+  robustness library saved its VGG16-bn) into timm's VGG (``pre_logits.fc1/fc2`` as
+  7x7 / 1x1 convolutions, ``head.fc``);
+* models that declare ``checkpoint_ignore`` prefixes (the paper's MRL / fixed-feature
+  ResNets, built without a classifier, see :mod:`pyred.architectures`) skip the
+  checkpoint's tensors under them.
 
 Anything that does not fit the model fails with the keys that did not match.
 """
@@ -42,6 +48,12 @@ def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike[str]) -> str
     if any(k.startswith(DROPPED) for k in state):
         fmt = f"robustness {fmt}"
     state, prefix = strip_prefixes(state, set(model.state_dict()))
+    if type(model).__name__ == "VGG" and "classifier.0.weight" in state:
+        state, fmt = torchvision_vgg_to_timm(state, model), f"torchvision VGG {fmt}"
+    ignored = tuple(getattr(model, "checkpoint_ignore", ()))
+    if ignored:
+        own = model.state_dict()
+        state = {k: v for k, v in state.items() if k in own or not k.startswith(ignored)}
     check_fits(model, state, path)
     model.load_state_dict(state, strict=True)
     return fmt if not prefix else f"{fmt} ({prefix}*)"
@@ -89,6 +101,22 @@ def strip_prefixes(state: dict[str, torch.Tensor], model_keys: set[str]) -> tupl
         elif not k.startswith(DROPPED):
             out[k] = v  # matches nothing: check_fits reports it
     return out, best
+
+
+def torchvision_vgg_to_timm(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A torchvision VGG state dict in timm's layout: the classifier's first two Linear layers become the
+    convolutions of ``pre_logits`` (the first over the 7x7 map, so its weight is reshaped (out, C, 7, 7) --
+    torchvision flattens (C, H, W) in that order), the last one ``head.fc``."""
+    own = model.state_dict()
+    renames = {"classifier.0": "pre_logits.fc1", "classifier.3": "pre_logits.fc2", "classifier.6": "head.fc"}
+    out = {}
+    for k, v in state.items():
+        stem, _, leaf = k.rpartition(".")
+        new = f"{renames[stem]}.{leaf}" if stem in renames else k
+        if new in own and v.dim() == 2 and own[new].dim() == 4 and v.numel() == own[new].numel():
+            v = v.reshape(own[new].shape)
+        out[new] = v
+    return out
 
 
 def check_fits(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str, show: int = 8) -> None:
