@@ -36,6 +36,8 @@ _registered = False
 class BlurPoolConv2d(nn.Module):
     """``conv`` applied to a 3x3 binomial blur of its input (one filter per input channel)."""
 
+    blur_filter: torch.Tensor
+
     def __init__(self, conv: nn.Conv2d) -> None:
         super().__init__()
         kernel = torch.tensor([1.0, 2.0, 1.0])
@@ -45,7 +47,7 @@ class BlurPoolConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         blurred = F.conv2d(x, self.blur_filter, stride=1, padding=1, groups=self.conv.in_channels)
-        return self.conv(blurred)  # type: ignore[no-any-return]
+        return self.conv(blurred)  # type: ignore[no-any-return]  # nn.Conv2d's forward is untyped
 
 
 def add_blurpool(module: nn.Module) -> nn.Module:
@@ -71,7 +73,7 @@ def _resnet50_body(name: str, pretrained: bool, cls: Any = None, **kwargs: Any) 
 def _fixed_feature_resnet() -> Any:
     from timm.models.resnet import ResNet
 
-    class FixedFeatureResNet(ResNet):  # type: ignore[misc]  # timm is untyped
+    class FixedFeatureResNet(ResNet):
         """A ResNet whose classifier reads only the first ``feature_k`` pooled features: those are its
         penultimate layer (``forward_head(pre_logits=True)``)."""
 

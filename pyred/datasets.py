@@ -12,8 +12,10 @@ Built in: "digits" (scikit-learn's bundled 8x8 digits; no official split, so a
 fixed-seed 20 % is the test split), "fashion-mnist" (idx files from ``root``,
 from Debian's /usr/share/datasets/fashion-mnist, or torchvision's download),
 "cifar10", "cifar100", "flowers102", "oxford-pets" (torchvision; downloaded
-when ``download=True``), and "folder" (an image folder per class under
-``root``/<split>, torchvision's ImageFolder layout).
+when ``download=True``), "imagenet" and "places365" (their standard class-folder
+layouts, ``root``/train and ``root``/val, the labelled validation set being the
+test split as in the paper; never downloaded), and "folder" (an image folder per
+class under ``root``/<split>, torchvision's ImageFolder layout).
 """
 
 from __future__ import annotations
@@ -300,3 +302,30 @@ def _folder(split: str, root: str | None, download: bool) -> LabeledImages:
     else:
         idx = np.arange(len(targets))
     return LabeledImages(source, idx, targets[idx], sources[0].classes, f"folder:{os.path.abspath(root)}", split)
+
+
+def _train_val_folders(name: str, subdirs: tuple[str, ...], split: str, root: str | None) -> LabeledImages:
+    """A dataset kept as class folders under <root>/train and <root>/val (the labelled validation set, which
+    the paper tests on); ``root`` may also be their parent holding one of ``subdirs``. "val" is a fixed-seed
+    10 % of train, "train" the rest, as for the datasets without their own validation split."""
+    import torchvision
+
+    if root is None:
+        raise ValueError(f"{name}: pass root= the folder with train/<class>/<image> and val/<class>/<image> "
+                         f"(or its parent holding {' or '.join(subdirs)}/)")
+    for sub in ("", *subdirs):
+        base = os.path.join(root, sub)
+        if os.path.isdir(os.path.join(base, "train")) and os.path.isdir(os.path.join(base, "val")):
+            break
+    else:
+        raise FileNotFoundError(f"{name}: no train/ and val/ class folders under {root} (nor under "
+                                f"{', '.join(os.path.join(root, s) for s in subdirs)})")
+    source = torchvision.datasets.ImageFolder(os.path.join(base, "val" if split == "test" else "train"))
+    targets = np.asarray(source.targets)
+    idx = np.arange(len(targets)) if split == "test" else _pick(split, len(targets))
+    return LabeledImages(source, idx, targets[idx], source.classes, f"{name}:{os.path.abspath(base)}", split)
+
+
+register_dataset("imagenet")(lambda s, r, dl: _train_val_folders("imagenet", ("imagenet", "ILSVRC2012"), s, r))
+register_dataset("places365")(lambda s, r, dl: _train_val_folders("places365", ("places365", "places365_standard"),
+                                                                  s, r))

@@ -147,21 +147,23 @@ def test_paper_registry():
         assert arch in timm.list_models(), m.key
         if tag:
             assert m.timm_name in timm.list_pretrained(), m.key
-        assert m.checkpoint == "timm" or m.checkpoint_format in ("robustness", "augreg npz")
-        assert m.lr_step * 5 == m.epochs and all(0 < f < 1 for f in m.fractions)
-    assert paper.find("resnet50.a1_in1k").key == "resnet50" and paper.find("resnet50").epochs == 100
+        assert m.checkpoint == "timm" or m.checkpoint_format in ("robustness", "augreg npz", "MRL", "lightning")
+        assert (m.lr_step * 5 == m.epochs or m.key.startswith(("resnet50_drop", "resnet50_decov"))) \
+            and all(0 < f < 1 for f in m.fractions)
+    assert paper.find("resnet50.a1_in1k").key == "resnet50_nonrob" and paper.find("resnet50").epochs == 100
+    assert paper.find("resnet18") is None  # timm's default resnet18 is a1_in1k, not the paper's tv_in1k
     assert paper.find("vit_small_patch16_224.augreg_in21k").seeds == tuple(range(1, 11))
     assert paper.find("tf_efficientnet_lite0") is None
-    assert paper.MODELS["vit_small_patch16_224"].normalization == "half"
-    assert paper.MODELS["vit_small_patch16_224"].paper_normalization == "imagenet"
-    assert paper.recipe_defaults("resnet18", "flowers102") == dict(epochs=50, lr_step=10, weight_decay=1e-4,
-                                                                    batch_size=256)
+    assert paper.MODELS["vit_s16_in1k"].normalization == "half"
+    assert paper.MODELS["vit_s16_in1k"].paper_normalization == "imagenet"
+    assert paper.recipe_defaults("resnet18.tv_in1k", "flowers102") == dict(epochs=50, lr_step=10,
+                                                                            weight_decay=1e-4, batch_size=256)
     assert paper.recipe_defaults("tf_efficientnet_lite0", "digits") == {}
     # the user's values win; epochs alone rescale the step (no stale 10-of-50 step for 4 epochs)
-    assert paper.resolve_options("resnet18", "cifar10", "sgd", {"epochs": 4}) == dict(
+    assert paper.resolve_options("resnet18_nonrob", "cifar10", "sgd", {"epochs": 4}) == dict(
         epochs=4, weight_decay=5e-4, batch_size=256)
-    assert paper.resolve_options("resnet18", "cifar10", "sgd", {"weight_decay": 0.0})["weight_decay"] == 0.0
-    assert paper.resolve_options("resnet18", "cifar10", "ridge", {}) == {}
+    assert paper.resolve_options("resnet18_nonrob", "cifar10", "sgd", {"weight_decay": 0.0})["weight_decay"] == 0.0
+    assert paper.resolve_options("resnet18_nonrob", "cifar10", "ridge", {}) == {}
     assert paper.fraction_grid("vit_small_patch32_224.augreg_in21k") == paper.VIT21K_GRID
 
 
@@ -177,8 +179,8 @@ def test_paper_normalization_option():
 
 
 def test_paper_backbone_needs_the_file_where_timm_has_none(source, tmp_path):
-    with pytest.raises(ValueError, match="weights: 'resnet50_l2_eps3' comes from Salman et al. 2020 .*"
-                                         "resnet-50-l2-eps3.ckpt \\(robustness format\\)"):
+    with pytest.raises(ValueError, match="weights: 'resnet50_l2_eps3' needs the checkpoint resnet-50-l2-eps3.ckpt "
+                                         "\\(robustness format, from .*Salman et al. 2020"):
         paper.backbone("resnet50_l2_eps3")
     with pytest.raises(ValueError, match="key: 'resnet50_l2' is not one of the paper's models; did you mean"):
         paper.backbone("resnet50_l2")

@@ -62,10 +62,34 @@ def test_missing_datasets_say_where_pyred_looked(tmp_path, monkeypatch):
         datasets.load("fashion-mnist", "train", root=tmp_path)
     with pytest.raises(FileNotFoundError, match="cifar10: not found under .*download=True"):
         datasets.load("cifar10", "test", root=tmp_path)
-    with pytest.raises(ValueError, match="dataset: unknown 'imagenet'"):
+    with pytest.raises(ValueError, match="dataset: unknown 'imagenet21k'"):
+        datasets.load("imagenet21k", "test")
+    with pytest.raises(ValueError, match="imagenet: pass root= the folder with train/<class>/<image> and val/"):
         datasets.load("imagenet", "test")
+    with pytest.raises(FileNotFoundError, match="places365: no train/ and val/ class folders under .*_standard"):
+        datasets.load("places365", "train", root=tmp_path)
     with pytest.raises(ValueError, match="split: expected one of"):
         datasets.load("digits", "validation")
+
+
+@pytest.mark.parametrize("name,sub", [("imagenet", "ILSVRC2012"), ("places365", "places365_standard"),
+                                      ("imagenet", "")])
+def test_imagenet_and_places365_folders(tmp_path, name, sub):
+    """The standard layouts: train/<class>/ and the labelled val/<class>/, which is the test split (as in the
+    paper); "val" is the fixed-seed 10 % of train. The root may be the folder or its parent."""
+    from PIL import Image
+
+    base = tmp_path / sub if sub else tmp_path
+    for split, n in (("train", 20), ("val", 3)):
+        for c in ("n01", "n02"):
+            (base / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (6, 5), (i, 0, 0)).save(base / split / c / f"{i}.JPEG")
+    train, val, test = (datasets.load(name, s, root=tmp_path) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (36, 4, 6)
+    assert test.classes == ["n01", "n02"] and sorted(test.targets.tolist()) == [0, 0, 0, 1, 1, 1]
+    assert not set(train.indices.tolist()) & set(val.indices.tolist())
+    assert test[0][0].size == (6, 5)
 
 
 def test_image_folder(tmp_path):

@@ -12,7 +12,11 @@ from torch import nn
 import pyred
 from tests.test_checkpoints import robustness
 
-torch.set_grad_enabled(False)
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    with torch.no_grad():
+        yield
 
 
 def _timm_resnet50(**kw):

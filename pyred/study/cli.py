@@ -1,4 +1,4 @@
-"""The ``pyred`` command: ``run``, ``report``, ``export`` and ``runs``.
+"""The ``pyred`` command: ``run``, ``report``, ``export``, ``runs``, ``cka`` and ``paper``.
 
 Every error a user can cause prints one line, ``pyred: error: ...``, and exits 2.
 """
@@ -103,12 +103,15 @@ def parser() -> argparse.ArgumentParser:
     ck.add_argument("--device", help="cpu, cuda, ...")
     ck.add_argument("--out", default="pyred-cka", help="output folder (default pyred-cka)")
     ck.add_argument("--quiet", action="store_true", help="no progress bar")
+    from .paper_cli import add_parser
+
+    add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("run", "report", "export", "runs", "cka", "-h", "--help"):
+    if not argv or argv[0] not in ("run", "report", "export", "runs", "cka", "paper", "-h", "--help"):
         argv = ["run"] + argv
     args = parser().parse_args(argv)
     from .errors import StudyError, one_line
@@ -282,7 +285,13 @@ def _cka(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "report": _report, "export": _export, "runs": _runs, "cka": _cka}
+def _paper(args: argparse.Namespace) -> int:
+    from .paper_cli import command
+
+    return command(args)
+
+
+COMMANDS = {"run": _run, "report": _report, "export": _export, "runs": _runs, "cka": _cka, "paper": _paper}
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def _anchored(raw: Any, folder: str) -> Any:
         return os.path.join(folder, os.path.expanduser(p)) if isinstance(p, str) else p
 
     raw = dict(raw)
-    for key in ("out", "cache_dir"):
+    for key in ("out", "cache_dir", "weights_dir", "data_dir"):
         if key in raw:
             raw[key] = at(raw[key])
     for key, fields in (("models", ("features", "weights")), ("datasets", ("root",))):
@@ -89,6 +89,8 @@ def parse(raw: dict[str, Any], source: str = "config") -> StudyConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"config: expected a table of settings, got {type(raw).__name__}")
     unknown_keys(raw, list(FIELDS), f"config ({source})")
+    if raw.get("paper") is not None:
+        raw = _paper_experiment(raw)
     base = default_config()
     models_raw = raw.get("models")
     if models_raw is None:
@@ -103,8 +105,46 @@ def parse(raw: dict[str, Any], source: str = "config") -> StudyConfig:
     datasets = tuple(DatasetSpec.parse(d, f"datasets[{i}]") for i, d in enumerate(as_list(datasets, "datasets")))
     values = {k: FIELDS[k].metadata["parse"](v, k) for k, v in raw.items() if k not in ("models", "datasets")}
     cfg = dataclasses.replace(base, models=models, datasets=datasets, **values)
+    cfg = _with_weights_dir(cfg)
     validate(cfg)
     return cfg
+
+
+def _paper_experiment(raw: dict[str, Any]) -> dict[str, Any]:
+    """The raw settings of ``paper = NAME``: the experiment's models (one per model key and layer, with its
+    reference normalisation) and datasets (under ``data_dir``), protocol "paper" unless given."""
+    from ..paper.experiments import select
+
+    for key in ("models", "datasets", "fractions", "sizes", "seeds", "methods"):
+        if raw.get(key) is not None:
+            raise ConfigError(f"{key}: paper = {raw['paper']!r} sets the models, datasets, grids, seeds and methods "
+                              f"of its runs; leave {key} out (recipe_options, device and the like may be given)")
+    if raw.get("recipe", "sgd") != "sgd":
+        raise ConfigError(f"recipe: the paper's experiments train probes with 'sgd', got {raw['recipe']!r}")
+    try:
+        runs = [r for e in select(raw["paper"]) for r in e.runs]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    from ..paper import MODELS
+
+    models = {(r.model, r.layer, r.pool): {"name": r.model, "layer": r.layer, "pool": r.pool,
+                                           "normalization": MODELS[r.model].paper_normalization} for r in runs}
+    data_dir = raw.get("data_dir")
+    datasets = {r.dataset: r.dataset if data_dir is None else {"name": r.dataset, "root": data_dir} for r in runs}
+    return {**raw, "models": list(models.values()), "datasets": list(datasets.values()),
+            "protocol": raw.get("protocol", "paper")}
+
+
+def _with_weights_dir(cfg: StudyConfig) -> StudyConfig:
+    """Paper keys whose checkpoint is a file, given without ``weights``, look for it under ``weights_dir``."""
+    if cfg.weights_dir is None:
+        return cfg
+    from ..paper import MODELS
+
+    models = tuple(dataclasses.replace(m, weights=os.path.join(cfg.weights_dir, MODELS[m.paper_key].checkpoint))
+                   if m.paper_key and MODELS[m.paper_key].needs_file and m.weights is None else m
+                   for m in cfg.models)
+    return dataclasses.replace(cfg, models=models)
 
 
 # -- helpers -----------------------------------------------------------------------------------

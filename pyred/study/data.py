@@ -61,7 +61,8 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, di
     cache = cfg.cache_dir or os.path.join(os.path.abspath(cfg.out), "cache")
     splits: dict[str, FeatureSet] = {}
     size = cfg.eval_size()
-    clean: dict[str, Any] = dict(transform="paper", image_size=size, normalization=cfg.normalization) if size else {}
+    norm = model.normalization_in(cfg.normalization)  # a paper key's: what the reference normalised with
+    clean: dict[str, Any] = dict(transform="paper", image_size=size, normalization=norm) if size else {}
     made: dict[str, Backbone] = {}
 
     def extract() -> None:
@@ -69,14 +70,14 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, di
         # study -- a resumed one, another rank -- probes the same network.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
-            bb = made["backbone"] = Backbone(model.name, pretrained=model.pretrained, weights=model.weights,
+            bb = made["backbone"] = Backbone(model.timm_name, pretrained=model.pretrained, weights=model.weights,
                                              layer=model.layer, pool=model.pool)
         common: dict[str, Any] = dict(batch_size=cfg.batch_size, device=cfg.device, cache_dir=cache,
                                       progress=progress, num_workers=cfg.num_workers, amp=cfg.amp)
         for split in ("val", "test") if cfg.protocol == "paper" else ("train", "val", "test"):
             kw: dict[str, Any] = dict(clean)
             if split == "train" and cfg.protocol == "views":  # V augmented views of every training image
-                kw = dict(augment="paper", views=cfg.views, seed=0, image_size=size, normalization=cfg.normalization)
+                kw = dict(augment="paper", views=cfg.views, seed=0, image_size=size, normalization=norm)
             splits[split] = extract_features(bb, datasets.load(dataset.name, split, root=dataset.root), **common,
                                              **kw)
 
@@ -94,7 +95,7 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, di
     def stream(batch_size: int) -> FeatureStream:
         # size is not None here: under protocol "paper", eval_size() is image_size or 224
         return FeatureStream(bb, train_images, augment="paper", batch_size=batch_size, device=cfg.device, seed=0,
-                             image_size=cast(int, size), normalization=cfg.normalization, num_workers=cfg.num_workers,
+                             image_size=cast(int, size), normalization=norm, num_workers=cfg.num_workers,
                              amp=cfg.amp)
 
     # where the training features come from: the weights, layer, pooling, augmentation, images and order seed

@@ -33,6 +33,7 @@ class ModelIdentity:
     features_sha256: str | None = None
     pretrained: bool | None = None
     weights_sha256: str | None = None
+    normalization: str | None = None  # the model's own (a paper key's reference normalisation), if any
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "layer": self.layer, "pool": self.pool}
@@ -40,12 +41,14 @@ class ModelIdentity:
             out["features_sha256"] = self.features_sha256
         else:
             out.update(pretrained=self.pretrained, weights_sha256=self.weights_sha256)
+        if self.normalization is not None:
+            out["normalization"] = self.normalization
         return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelIdentity:
         return cls(d["name"], d.get("layer", "penultimate"), d.get("pool", "avg"), d.get("features_sha256"),
-                   d.get("pretrained"), d.get("weights_sha256"))
+                   d.get("pretrained"), d.get("weights_sha256"), d.get("normalization"))
 
     def describe(self) -> str:
         """The name, with a short digest of its features or weights file."""
@@ -99,6 +102,19 @@ class ProtocolIdentity:
 
 
 @dataclass(frozen=True)
+class PaperIdentity:
+    """A study of the paper's experiment or group ``name``: ``pairs`` (model, dataset) runs, whose
+    grids, seeds, methods and recipes have the digest ``runs``."""
+
+    name: str
+    pairs: int
+    runs: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "pairs": self.pairs, "runs": self.runs}
+
+
+@dataclass(frozen=True)
 class ConfigIdentity:
     """Everything that changes a study's numbers. ``recipe_options``: every option of the recipe after
     defaults (run-only ones left out); ``recipe_options_by_pair``: where the paper's per-(model, dataset)
@@ -116,6 +132,7 @@ class ConfigIdentity:
     recipe_options_by_pair: dict[str, dict[str, Any]] | None = None
     amp: bool = False
     protocol: ProtocolIdentity | None = None
+    paper: PaperIdentity | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The canonical plain form (what is digested, and stored in the database)."""
@@ -131,11 +148,13 @@ class ConfigIdentity:
             out["amp"] = True
         if self.protocol is not None:
             out["protocol"] = self.protocol.to_json()
+        if self.paper is not None:
+            out["paper"] = self.paper.to_json()
         return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ConfigIdentity:
-        cka, protocol = d.get("cka"), d.get("protocol")
+        cka, protocol, paper = d.get("cka"), d.get("protocol"), d.get("paper")
         return cls(
             tuple(ModelIdentity.from_json(m) for m in d.get("models", [])),
             tuple(DatasetIdentity.from_json(x) for x in d.get("datasets", [])),
@@ -144,7 +163,8 @@ class ConfigIdentity:
             None if not cka else CKAIdentity(cka["samples"], cka["debiased"]),
             d.get("recipe_options_by_pair"), bool(d.get("amp", False)),
             None if not protocol else ProtocolIdentity(protocol["name"], protocol.get("image_size"),
-                                                       protocol.get("normalization", "model"), protocol.get("views")))
+                                                       protocol.get("normalization", "model"), protocol.get("views")),
+            None if not paper else PaperIdentity(paper["name"], paper["pairs"], paper["runs"]))
 
     @property
     def id(self) -> str:
@@ -153,8 +173,8 @@ class ConfigIdentity:
 
     @property
     def pairs(self) -> int:
-        """(model, dataset) pairs of the study."""
-        return len(self.models) * len(self.datasets)
+        """(model, dataset) pairs of the study (under ``paper``: the experiment's runs)."""
+        return self.paper.pairs if self.paper is not None else len(self.models) * len(self.datasets)
 
     @property
     def protocol_name(self) -> str:
@@ -193,12 +213,18 @@ def identity(cfg: StudyConfig) -> ConfigIdentity:
     options = recipe.identity_options(cfg.recipe_options)
     models = tuple(ModelIdentity(m.name, m.layer, m.pool, features_sha256=sha256_file(m.features)) if m.features
                    else ModelIdentity(m.name, m.layer, m.pool, pretrained=m.pretrained,
-                                      weights_sha256=sha256_file(m.weights) if m.weights else None)
+                                      weights_sha256=sha256_file(m.weights) if m.weights else None,
+                                      normalization=m.normalization)
                    for m in cfg.models)
     grids = {m.name: sorted(set(cfg.fractions_for(m.name))) for m in cfg.models}
     one_grid = len({tuple(g) for g in grids.values()}) == 1
     pairs = {}
-    for m in cfg.models:
+    paper = None
+    if cfg.paper is not None:
+        runs = [(p.model_index, p.dataset_index, p.cfg.methods, p.cfg.fractions, p.cfg.sizes, p.cfg.seeds,
+                 recipe.identity_options(p.cfg.recipe_options)) for p in cfg.pairs()]
+        paper = PaperIdentity(cfg.paper, len(runs), digest(runs, 20))
+    for m in cfg.models if paper is None else ():
         for d in cfg.datasets:
             resolved = recipe.identity_options(cfg.options_for(m.name, d.name))
             if resolved != options:
@@ -211,7 +237,7 @@ def identity(cfg: StudyConfig) -> ConfigIdentity:
         models, tuple(DatasetIdentity(d.name, d.identity_root) for d in cfg.datasets),
         next(iter(grids.values())) if one_grid else grids, sorted(set(cfg.seeds)), sorted(set(cfg.methods)),
         cfg.full_layer_seed, cfg.recipe, options,
-        CKAIdentity(cfg.cka_samples, cfg.cka_debiased) if cfg.cka else None, pairs or None, cfg.amp, protocol)
+        CKAIdentity(cfg.cka_samples, cfg.cka_debiased) if cfg.cka else None, pairs or None, cfg.amp, protocol, paper)
 
 
 def config_id(ident: ConfigIdentity) -> str:

@@ -42,32 +42,43 @@ def _fractions_with_full(cfg: StudyConfig) -> list[float]:
     return sorted(set(cast("tuple[float, ...]", cfg.fractions)) | {1.0})
 
 
+def _grid(cfg: StudyConfig, d: int, with_full: bool) -> dict[str, list[float] | list[int]]:
+    """draw_subsets' grid argument: the absolute ``sizes`` when the config gives them, else its fractions;
+    with the full layer when ``with_full``."""
+    if cfg.sizes is not None:
+        sizes = sorted(set(cfg.sizes) | ({d} if with_full else set()))
+        return {"sizes": [min(k, d) for k in sizes]}
+    fracs = sorted(set(cast("tuple[float, ...]", cfg.fractions)))
+    return {"fractions": _fractions_with_full(cfg) if with_full else fracs}
+
+
 def _random(cfg: StudyConfig, d: int) -> list[Plan]:
-    grid = draw_subsets(d, sorted(set(cast("tuple[float, ...]", cfg.fractions))), sorted(set(cfg.seeds)))
-    if 1.0 not in cast("tuple[float, ...]", cfg.fractions):
+    grid = draw_subsets(d, seeds=sorted(set(cfg.seeds)), **_grid(cfg, d, False))  # type: ignore[arg-type]
+    full = d in cfg.sizes if cfg.sizes is not None else 1.0 in cast("tuple[float, ...]", cfg.fractions)
+    if not full:
         grid = Subsets.concat([grid, draw_subsets(d, [1.0], [cfg.full_layer_seed])])
     return [Plan(None, grid)]
 
 
 def _first(cfg: StudyConfig, d: int) -> list[Plan]:
-    return [Plan(None, draw_subsets(d, _fractions_with_full(cfg), mode="first"))]
+    return [Plan(None, draw_subsets(d, mode="first", **_grid(cfg, d, True)))]  # type: ignore[arg-type]
 
 
 def _pca_top(cfg: StudyConfig, d: int) -> list[Plan]:
-    return [Plan(PCAView(), draw_subsets(d, _fractions_with_full(cfg), mode="first"))]
+    return [Plan(PCAView(), draw_subsets(d, mode="first", **_grid(cfg, d, True)))]  # type: ignore[arg-type]
 
 
 def _pca_bottom(cfg: StudyConfig, d: int) -> list[Plan]:
-    fracs = _fractions_with_full(cfg)
-    S = Subsets.from_lists([list(range(d - int(f * d), d)) for f in fracs], d=d)
-    return [Plan(PCAView(), S.with_metadata(fractions=torch.tensor(fracs, dtype=torch.float64)))]
+    top = draw_subsets(d, mode="first", **_grid(cfg, d, True))  # type: ignore[arg-type]
+    S = Subsets.from_lists([list(range(d - int(k), d)) for k in top.sizes], d=d)
+    return [Plan(PCAView(), S.with_metadata(fractions=top.fractions))]
 
 
 def _projections(kind: str) -> Callable[[StudyConfig, int], list[Plan]]:
     def plans(cfg: StudyConfig, d: int) -> list[Plan]:
         out = []
         for seed in sorted(set(cfg.seeds)):
-            S = draw_subsets(d, _fractions_with_full(cfg), mode="first")
+            S = draw_subsets(d, mode="first", **_grid(cfg, d, True))  # type: ignore[arg-type]
             out.append(Plan(ProjectionView(int(seed), kind), S.with_metadata(seeds=torch.full((len(S),), int(seed))),
                             tag=f"seed{seed}"))
         return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -59,22 +59,28 @@ class ResultRow:
     #                               kept weights from before)
 
 
-def plan_units(cfg: StudyConfig, cfg_id: str, data: LayerData) -> list[Unit]:
+def plan_units(cfg: StudyConfig, cfg_id: str, data: LayerData, method_tag: str = "") -> list[Unit]:
+    """The units of one (model, dataset) under ``cfg``; ``method_tag`` follows the method's name in their
+    rows (see :class:`~pyred.study.schema.Pair`)."""
     units = []
-    grid = dataclasses.replace(cfg, fractions=cfg.fractions_for(data.model))  # this model's fraction grid
+    grid = cfg if cfg.sizes is not None else dataclasses.replace(cfg, fractions=cfg.fractions_for(data.model))
     for method in sorted(set(cfg.methods)):
         for plan in METHODS[method].plans(grid, data.dim):
-            base = "|".join(filter(None, (data.model, data.dataset, data.layer, method, plan.tag)))
+            name = method + method_tag
+            base = "|".join(filter(None, (data.model, data.dataset, data.layer, name, plan.tag)))
             S = plan.subsets
             lists = sha256_parts((S.indices.cpu().numpy().tobytes(), S.offsets.cpu().numpy().tobytes()))
-            what = [cfg_id, data.identity, method, plan.view.describe() if plan.view else None, plan.tag, lists]
+            view = plan.view.describe() if plan.view else None
+            what: list[Any] = [cfg_id, data.identity, method, view, plan.tag, lists]
+            if cfg.paper is not None:  # one configuration holds runs of several recipes (the experiment's)
+                what.append(sorted(cfg.recipe_options.items()))
             if cfg.cka:
-                units.append(Unit(digest(what + ["cka"], 20), "cka", method, plan.view, S, range(len(S)),
+                units.append(Unit(digest(what + ["cka"], 20), "cka", name, plan.view, S, range(len(S)),
                                   f"{base}|cka"))
             bounds = np.linspace(0, len(S), min(cfg.head_chunks, len(S)) + 1).astype(int)
             chunks = len(bounds) - 1
             for c in range(chunks):
                 heads = range(int(bounds[c]), int(bounds[c + 1]))
-                units.append(Unit(digest(what + ["probes", heads.start, heads.stop], 20), "probes", method, plan.view,
+                units.append(Unit(digest(what + ["probes", heads.start, heads.stop], 20), "probes", name, plan.view,
                                   S, heads, f"{base}|probes {c + 1}/{chunks}"))
     return units

@@ -98,27 +98,29 @@ def _run_units(cfg: StudyConfig, cid: str, ident: ConfigIdentity, dist: Distribu
     units were skipped as finished. Rank 0 (``store``) records each pair's plan and commits each unit."""
     out = os.path.abspath(cfg.out)
     skipped = 0
-    for mi, (model, model_ident) in enumerate(zip(cfg.models, ident.models)):
-        for di, dataset in enumerate(cfg.datasets):
-            data = load_layer_data(cfg, model, dataset, dist, shown, model_ident.features_sha256)
-            views = ViewCache(data.X_train)
-            units = plan_units(cfg, cid, data)
-            if store is not None:  # (model i, dataset j): names may repeat, places do not
-                store.plan(cid, f"{mi}|{di}|{data.model}|{data.dataset}", [(u.key, u.label) for u in units])
-            skipped += sum(u.key in finished for u in units)
-            for i, unit in enumerate(units):
-                if i % dist.world != dist.rank or unit.key in finished:
-                    continue
-                rows = run_unit(cfg, unit, data, views, shown)
-                diverged = sum(bool(r.diverged) for r in rows)
-                if diverged:
-                    say(f"pyred: {diverged} of {len(rows)} probe heads of {unit.label} diverged (their training "
-                        "loss became NaN or infinite); the report lists them")
-                if store is not None:
-                    store.commit_unit(unit.key, cid, unit.label, rows, unit.fields)
-                    spool.ingest(store, out)
-                else:
-                    spool.write(out, cid, unit, rows)
+    for pi, pair in enumerate(cfg.pairs()):
+        mi, model, di, dataset, pcfg = pair.model_index, pair.model, pair.dataset_index, pair.dataset, pair.cfg
+        data = load_layer_data(pcfg, model, dataset, dist, shown, ident.models[mi].features_sha256)
+        views = ViewCache(data.X_train)
+        units = plan_units(pcfg, cid, data, pair.method_tag)
+        if store is not None:  # (model i, dataset j): names may repeat, places do not
+            where = f"{mi}|{di}|{data.model}|{data.dataset}" + (f"|{pi}" if cfg.paper is not None else "")
+            store.plan(cid, where, [(u.key, u.label) for u in units])
+        skipped += sum(u.key in finished for u in units)
+        for i, unit in enumerate(units):
+            if i % dist.world != dist.rank or unit.key in finished:
+                continue
+            rows = run_unit(pcfg, unit, data, views, shown)
+            diverged = sum(bool(r.diverged) for r in rows)
+            if diverged:
+                say(f"pyred: {diverged} of {len(rows)} probe heads of {unit.label} diverged (their training "
+                    "loss became NaN or infinite); the report lists them")
+            if store is not None:
+                store.commit_unit(unit.key, cid, unit.label, rows, unit.fields)
+                spool.ingest(store, out)
+            else:
+                spool.write(out, cid, unit, rows)
+            finished.add(unit.key)  # a run that two of the paper's scripts share is done once
     return skipped
 
 

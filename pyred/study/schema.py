@@ -13,7 +13,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar, cast, get_args
 
 from .. import _checks as check
 from ..backbones import POOLS, Pool
@@ -31,8 +31,10 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of a study: a timm name (pretrained, or ``weights`` from a local file), or a label
-    for precomputed ``features`` (.npz with X_train, y_train, X_test, y_test[, X_val, y_val, class_names])."""
+    """One model of a study: a timm name (pretrained, or ``weights`` from a local file), a key of
+    ``pyred.paper.MODELS`` (its architecture; ``weights`` its checkpoint where timm has none), or a label
+    for precomputed ``features`` (.npz with X_train, y_train, X_test, y_test[, X_val, y_val, class_names]).
+    ``normalization``: this model's (None: a paper key's reference normalisation, else the study's)."""
 
     name: str
     features: str | None = None
@@ -40,6 +42,7 @@ class ModelSpec:
     weights: str | None = None
     layer: str = "penultimate"
     pool: Pool = "avg"
+    normalization: Normalization | None = None
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> ModelSpec:
@@ -51,7 +54,35 @@ class ModelSpec:
         _guard(lambda: check.boolean(spec.pretrained, f"{where}.pretrained"))
         _guard(lambda: check.string(spec.layer, f"{where}.layer"))
         _guard(lambda: check.choice(spec.pool, f"{where}.pool", POOLS))
+        if spec.normalization is not None:
+            _guard(lambda: check.choice(spec.normalization, f"{where}.normalization", NORMALIZATIONS))
         return spec
+
+    @property
+    def paper_key(self) -> str | None:
+        """The name, when it is a key of pyred.paper.MODELS."""
+        from ..paper import MODELS
+
+        return self.name if self.name in MODELS and not self.features else None
+
+    @property
+    def timm_name(self) -> str:
+        """What ``pyred.Backbone`` builds: a paper key's architecture[.tag], else the name."""
+        from ..paper import MODELS
+
+        key = self.paper_key
+        return MODELS[key].timm_name if key else self.name
+
+    def normalization_in(self, study: Normalization) -> Normalization:
+        """This model's normalisation in a study whose setting is ``study``."""
+        if self.normalization is not None:
+            return self.normalization
+        key = self.paper_key
+        if key:
+            from ..paper import MODELS
+
+            return cast(Normalization, MODELS[key].paper_normalization)
+        return study
 
 
 @dataclass(frozen=True)
@@ -153,8 +184,12 @@ class StudyConfig:
 
     models: tuple[ModelSpec, ...]
     datasets: tuple[DatasetSpec, ...]
+    # an experiment or group of pyred.paper.experiments: it sets the models, datasets and each pair's grid,
+    # seeds, method and recipe (recipe_options given here override the experiment's)
+    paper: str | None = setting(None, _optional(_string))
     # None: each model's grid from pyred.paper (the paper's main grid for models it did not use)
     fractions: tuple[float, ...] | None = setting(None, _optional(_each(_number(0, 1))))
+    sizes: tuple[int, ...] | None = setting(None, _optional(_each(_integer(0))))  # absolute k instead of fractions
     seeds: tuple[int, ...] = setting((1, 2, 3, 4, 5), _each(_integer(0)))
     methods: tuple[str, ...] = setting(("random",), _each(_string))
     recipe: str = setting("sgd", _string)
@@ -175,6 +210,8 @@ class StudyConfig:
     head_chunks: int = setting(1, _integer(1))
     num_workers: int = setting(0, _integer(0))  # DataLoader workers decoding (and, on the CPU, augmenting) images
     report: bool = setting(True, _boolean)
+    weights_dir: str | None = setting(None, _optional(_string))  # where a paper key's checkpoint file is looked up
+    data_dir: str | None = setting(None, _optional(_string))  # the root of every dataset given without one
 
     def fractions_for(self, model: str) -> tuple[float, ...]:
         """The fraction grid for ``model``: the configured one, else the paper's for that model."""
@@ -188,6 +225,42 @@ class StudyConfig:
 
         return resolve_options(model, dataset, self.recipe, self.recipe_options)
 
+    def pairs(self) -> list[Pair]:
+        """The (model, dataset) pairs to run, each with its configuration: every model x dataset with this
+        configuration, or under ``paper`` the experiment's runs, each with its own grid, seeds, method,
+        recipe options and normalisation."""
+        if self.paper is None:
+            return [Pair(mi, m, di, d, self) for mi, m in enumerate(self.models) for di, d in enumerate(self.datasets)]
+        from ..paper.experiments import select
+
+        out: list[Pair] = []
+        seen = set()
+        variants: dict[tuple[int, int, str], list[tuple[Any, ...]]] = {}
+        for run in (r for e in select(self.paper) for r in e.runs):
+            mi = next(i for i, m in enumerate(self.models) if (m.name, m.layer, m.pool) == (run.model, run.layer,
+                                                                                              run.pool))
+            di = next(i for i, d in enumerate(self.datasets) if d.name == run.dataset)
+            options = {**run.recipe_options(), **self.recipe_options}
+            if "epochs" in self.recipe_options and "lr_step" not in self.recipe_options:
+                options.pop("lr_step")  # a step meant for the experiment's length: epochs / 5 instead
+            key = (mi, di, run.method, run.fractions, run.sizes, run.seeds, tuple(sorted(options.items())))
+            if key in seen:  # a group may hold one run in several scripts
+                continue
+            seen.add(key)
+            sub = dataclasses.replace(self, fractions=run.fractions, sizes=run.sizes, seeds=run.seeds,
+                                      methods=(run.method,), recipe="sgd", recipe_options=options)
+            # the results of one (model, dataset, layer, method) under another recipe are told apart by a tag
+            # on the method (the first recipe met keeps the plain name)
+            recipes = variants.setdefault((mi, di, run.method), [])
+            recipe = tuple(sorted(options.items()))
+            if recipe not in recipes:
+                recipes.append(recipe)
+            first = dict(recipes[0])
+            tag = "" if recipes.index(recipe) == 0 else \
+                " [" + ", ".join(f"{k} {v}" for k, v in recipe if first.get(k) != v) + "]"
+            out.append(Pair(mi, self.models[mi], di, self.datasets[di], sub, tag))
+        return out
+
     def eval_size(self) -> int | None:
         """The paper's Resize + CenterCrop size for clean images, or None for the model's own transform."""
         return self.image_size if self.image_size is not None or self.protocol == "features" else 224
@@ -198,6 +271,19 @@ class StudyConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(StudyConfig)}
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One (model, dataset) of a study -- the i-th model, the j-th dataset -- with the configuration it runs
+    under (the study's, or under ``paper`` its experiment's grid, seeds, method and recipe)."""
+
+    model_index: int
+    model: ModelSpec
+    dataset_index: int
+    dataset: DatasetSpec
+    cfg: StudyConfig
+    method_tag: str = ""  # after the method's name in results, where one study runs it under several recipes
 
 
 def default_config() -> StudyConfig:

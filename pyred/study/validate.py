@@ -18,6 +18,8 @@ from .schema import DatasetSpec, ModelSpec, StudyConfig
 
 def validate(cfg: StudyConfig) -> None:
     """Raises ConfigError (one line) for anything that would fail later; creates ``cfg.out``."""
+    if cfg.paper is not None:
+        check_paper_files(cfg)
     check_models(cfg.models)
     check_datasets(cfg.datasets, cfg.models)
     check_device(cfg.device)
@@ -33,6 +35,7 @@ def check_models(models: tuple[ModelSpec, ...]) -> None:
     if not models:
         raise ConfigError("models: the study has no model")
     names: set[str] | None = None
+    missing: list[str] = []
     for m in models:
         if m.features:
             check_features_file(m.features)
@@ -40,19 +43,77 @@ def check_models(models: tuple[ModelSpec, ...]) -> None:
         if names is None:
             import timm
 
+            from ..architectures import register
+
+            register()
             names = set(timm.list_models())
-        arch = m.name.partition(".")[0]
+        arch = m.timm_name.partition(".")[0]
         if arch not in names:
             close = check.did_you_mean(arch, names)
-            raise ConfigError(f"model: {m.name!r} is not a timm model{close} (see timm.list_models())")
+            raise ConfigError(f"model: {m.name!r} is not a timm model{close} (see timm.list_models()) nor a key of "
+                              "pyred.paper.MODELS")
         from ..backbones import check_model_name
 
         try:
-            check_model_name(m.name)
+            check_model_name(m.timm_name)
         except ValueError as exc:
             raise ConfigError(f"model: {exc}") from None
         if m.weights is not None and not os.path.isfile(m.weights):
-            raise ConfigError(f"weights: no such file {m.weights}")
+            missing.append(f"{m.weights}" + (f" ({_paper_file(m.name)})" if m.paper_key else ""))
+        elif m.weights is None and m.paper_key and m.pretrained and _needs_file(m.name):
+            missing.append(f"{m.name}: weights = its checkpoint {_paper_file(m.name)} (or --weights-dir DIR "
+                           "holding it)")
+    if missing:
+        raise ConfigError(f"weights: {len(missing)} checkpoint file(s) missing: " + "; ".join(dict.fromkeys(missing)))
+
+
+def check_paper_files(cfg: StudyConfig) -> None:
+    """Under ``paper``: every checkpoint file and dataset the experiment needs is there -- else one ConfigError
+    listing all that are missing (before any work)."""
+    missing = missing_files(cfg.models, cfg.datasets)
+    if missing:
+        raise ConfigError(f"paper {cfg.paper}: {len(missing)} file(s) missing: " + "; ".join(missing))
+
+
+def missing_files(models: tuple[ModelSpec, ...], datasets: tuple[DatasetSpec, ...]) -> list[str]:
+    """The checkpoint files and datasets of ``models`` / ``datasets`` that are not there, one line each."""
+    out = []
+    for m in models:
+        if m.features or not m.paper_key or not m.pretrained or not _needs_file(m.name):
+            continue
+        if m.weights is None:
+            out.append(f"{m.name}: weights = its checkpoint {_paper_file(m.name)} (or --weights-dir DIR holding it)")
+        elif not os.path.isfile(m.weights):
+            out.append(f"{m.weights} ({m.name}: {_paper_file(m.name)})")
+    for d in datasets:
+        why = dataset_missing(d)
+        if why:
+            out.append(why)
+    return list(dict.fromkeys(out))
+
+
+def dataset_missing(d: DatasetSpec) -> str | None:
+    """Why dataset ``d`` cannot be read (without downloading), or None when it can."""
+    from .. import datasets as registry
+
+    try:
+        registry.load(d.name, "test", root=d.root)
+    except (FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
+        return f"dataset {d.name} under {d.root or 'its default folder'}: {str(exc).splitlines()[0]}"
+    return None
+
+
+def _needs_file(key: str) -> bool:
+    from ..paper import MODELS
+
+    return MODELS[key].needs_file
+
+
+def _paper_file(key: str) -> str:
+    from ..paper import MODELS
+
+    m = MODELS[key]
+    return f"{m.checkpoint}, {m.checkpoint_format} format, from {m.source}"
 
 
 def check_datasets(datasets: tuple[DatasetSpec, ...], models: tuple[ModelSpec, ...]) -> None:
