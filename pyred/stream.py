@@ -62,6 +62,8 @@ class FeatureStream:
         CPU instead (to cap the transfer for large images).
       dtype: the dtype of X (float32; float64 for exact comparisons).
       num_classes: C; ``len(dataset.classes)`` when None. Every label must be in [0, C).
+      projection: a (d, k) matrix (array or tensor): the stream yields ``features @ projection``
+        (k columns: a PCA basis, a random projection) instead of the d features.
 
     Attributes: ``n`` (images per epoch), ``dim`` (d, the width the stream yields: for a custom
     ``augment``, measured on the first image), ``num_classes``, ``device``,
@@ -73,7 +75,8 @@ class FeatureStream:
                  batch_size: int = 256, device: Any = None, num_workers: int = 0, seed: int = 0,
                  shuffle: bool = True, image_size: int = 224, normalization: Any = "model", amp: bool = False,
                  channels_last: bool | None = None, dtype: torch.dtype = torch.float32, drop_last: bool = False,
-                 num_classes: int | None = None, augment_on: str = "auto", load_size: int | None = None):
+                 num_classes: int | None = None, augment_on: str = "auto", load_size: int | None = None,
+                 projection: Any = None):
         if not isinstance(backbone, torch.nn.Module):
             raise TypeError(f"backbone: expected a torch module (a pyred.Backbone), got {type(backbone).__name__}")
         for attr in ("targets", "classes"):
@@ -140,7 +143,15 @@ class FeatureStream:
         self._order = torch.Generator().manual_seed(self.seed)
         self.epoch = 0
         self.last_pass: dict[str, float] | None = None
+        self.projection: torch.Tensor | None = None
         self.dim = self._width()
+        if projection is not None:
+            P = torch.as_tensor(projection)
+            if P.dim() != 2 or P.shape[0] != self.dim or not P.is_floating_point():
+                raise ValueError(f"projection: expected a floating ({self.dim}, k) matrix for the backbone's "
+                                 f"{self.dim} features, got {P.dtype} {tuple(P.shape)}")
+            self.projection = P.to(self.device, self.dtype)
+            self.dim = int(P.shape[1])
 
     def _width(self) -> int:
         """d, the width of the features the stream yields. The paper's and the clean transforms make
@@ -199,7 +210,8 @@ class FeatureStream:
                         num_workers=self.num_workers, seed=self.seed, shuffle=self.shuffle,
                         image_size=self.image_size, normalization=self._normalization, amp=self.amp,
                         channels_last=self.channels_last, dtype=self.dtype, drop_last=self.drop_last,
-                        num_classes=self.num_classes, augment_on=self.augment_on, load_size=self.load_size)
+                        num_classes=self.num_classes, augment_on=self.augment_on, load_size=self.load_size,
+                        projection=self.projection)
         settings.update(changes)
         return FeatureStream(self.backbone, dataset, **settings)
 
@@ -207,7 +219,8 @@ class FeatureStream:
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         with torch.no_grad(), torch.autocast(self.device.type, dtype=dtype, enabled=self.amp):
             out: torch.Tensor = self.backbone(images)
-        return out.flatten(1).to(self.dtype)
+        out = out.flatten(1).to(self.dtype)
+        return out if self.projection is None else out @ self.projection
 
     def _pass(self, order: torch.Tensor, epoch: int,
               drop_last: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -109,7 +109,9 @@ def test_bad_protocol_settings(tmp_path, capsys, args, message):
 
 
 @pytest.mark.parametrize("lines, message", [
-    ('protocol = "paper"\nmethods = ["random", "pca"]', "methods: ['pca'] fit a basis on the training features"),
+    ('val_augment = "reference"', "val_augment: 'reference' applies to protocol 'paper'"),
+    ('protocol = "views"\nstream_seeds = "per-seed"', "stream_seeds: 'per-seed' applies to protocol 'paper'"),
+    ('protocol = "paper"\naugment_on = "gpu"', "augment_on: expected one of"),
     ('protocol = "views"\nviews = 2.5', "views: expected an integer, got 2.5"),
     ('normalization = "cifar"', "normalization: expected one of"),
     ('protocol = "paper"\nmodels = [{ name = "s", features = "F" }]\ndatasets = ["features"]',
@@ -125,3 +127,36 @@ def test_bad_protocol_config_files(tmp_path, capsys, lines, message):
     assert main(["run", str(cfg), "--quiet"]) == 2
     assert message in one_error_line(capsys)
     assert not (out / "results.sqlite").exists()
+
+
+@pytest.mark.slow
+def test_paper_protocol_runs_views_per_seed_streams_and_augmented_validation(tmp_path):
+    """PCA, least-PCA and the authors' uniform projections under protocol "paper" (the PCA basis from one
+    augmented pass over the training images, as calculate_pca.py), each seed's heads on a stream of its own,
+    validation with the training augmentation drawn anew at each evaluation."""
+    import dataclasses
+
+    from pyred.study.data import load_layer_data
+    from pyred.study.distributed import Distributed
+    from pyred.study.plan import plan_units
+    from pyred.study.runner import run
+
+    cfg = load_config(None, protocol="paper", image_size=32, epochs=2, fractions=[0.25], seeds=[1, 2],
+                      out=str(tmp_path / "o"))
+    cfg = dataclasses.replace(cfg, methods=("random", "pca", "pca-bottom", "randproj-uniform"),
+                              stream_seeds="per-seed", val_augment="reference", cka_samples=50)
+    base = dataclasses.replace(cfg, stream_seeds="shared", val_augment="clean")
+    assert identity(cfg).id != identity(base).id
+    data = load_layer_data(cfg, cfg.models[0], cfg.datasets[0], Distributed.setup(None), False)
+    probes = [u for u in plan_units(cfg, "c", data) if u.kind == "probes" and u.method == "random"]
+    # seed 1's heads, then seed 2's with the full layer (drawn under seed 2): one unit and one stream each
+    assert [(u.stream_seed, sorted(set(u.subsets.seeds[u.heads.start:u.heads.stop].tolist()))) for u in probes] \
+        == [(1, [1]), (2, [2])]
+    run(cfg, progress=False, say=None)
+    with sqlite3.connect(tmp_path / "o" / "results.sqlite") as c:
+        rows = c.execute("SELECT method, fraction, seed, accuracy, cka FROM results").fetchall()
+    methods = {r[0] for r in rows}
+    assert methods == {"random", "pca", "pca-bottom", "randproj-uniform"}
+    assert all(r[3] is not None and r[4] is not None for r in rows)
+    full_pca = [r[4] for r in rows if r[0] == "pca" and r[1] == 1.0]
+    assert full_pca and abs(full_pca[0] - 1.0) < 1e-5  # all principal directions: a rotation of the layer

@@ -269,3 +269,33 @@ def test_worker_processes_draw_the_same_augmentations(setup):
     one = torch.cat([x for x, _ in stream(setup, augment="paper", num_workers=0)])
     two = torch.cat([x for x, _ in stream(setup, augment="paper", num_workers=2)])
     torch.testing.assert_close(two, one, rtol=0, atol=0)
+
+
+def test_projection_yields_the_projected_features(setup):
+    s = stream(setup, augment="paper")
+    P = torch.randn(s.dim, 7, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    projected = stream(setup, augment="paper", projection=P)
+    assert projected.dim == 7
+    for (X, y), (Z, y2) in zip(s, projected):
+        torch.testing.assert_close(Z, X @ P, rtol=1e-12, atol=1e-12)
+        assert torch.equal(y, y2)
+    with pytest.raises(ValueError, match="projection: expected a floating"):
+        stream(setup, projection=torch.zeros(3, 2))
+
+
+def test_augmented_validation_is_drawn_anew_at_every_evaluation(setup):
+    """The reference validated on its 10 % split with the training augmentation, which its DataLoader drew
+    anew at each validation epoch: an augmented validation stream is passed at every evaluation."""
+    bb, train, _, _ = setup
+    val = subset(pyred.datasets.load("digits", "val"), np.arange(20))
+    aug_val = FeatureStream(bb, val, augment="paper", image_size=SIZE, dtype=torch.float64, shuffle=False, seed=1)
+    s = stream(setup, augment="paper")
+    S = pyred.draw_subsets(s.dim, [0.3], seeds=[1])
+    res = pyred.train_probes(s, None, S, X_val=aug_val, seed=3, **OPTS)
+    assert aug_val.epoch == 3 and res.eval_epochs == [1, 2, 3]  # one fresh pass per evaluation
+    clean_val = FeatureStream(bb, val, augment=None, image_size=SIZE, dtype=torch.float64)
+    pyred.train_probes(stream(setup, augment="paper"), None, S, X_val=clean_val, seed=3, **OPTS)
+    assert clean_val.epoch == 0  # a clean one is passed once (collect) and kept
+    again = FeatureStream(bb, val, augment="paper", image_size=SIZE, dtype=torch.float64, shuffle=False, seed=1)
+    first, second = torch.cat([x for x, _ in again]), torch.cat([x for x, _ in again])
+    assert not torch.equal(first, second)  # each pass draws other augmentations

@@ -43,7 +43,8 @@ def train_probes(X_train: Any, y_train: Any, subsets: Subsets | Any, *, recipe: 
         "lbfgs" (full-batch multinomial logistic regression, scikit-learn's C);
         "ridge" (closed-form ridge to one-hot targets, alpha per head on validation).
       X_val, y_val: validation data (arrays, or a FeatureStream as X_val with
-        y_val=None: one clean pass, features computed once); when absent, "sgd"
+        y_val=None: a clean one is passed once and kept, an augmented one ("sgd" on a
+        stream) is passed anew at every evaluation, as the reference validated); when absent, "sgd"
         and "ridge" split off a fixed-seed 10 % of the training set (the
         reference code's 90/10 split; for a stream, 10 % of its images, validated clean).
       num_classes: C; max label + 1 when None.

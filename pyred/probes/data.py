@@ -40,6 +40,7 @@ class ProbeData:
     num_classes: int
     kind: str
     stream: Any = None  # a FeatureStream in place of X / y (then X and y are None)
+    val_stream: Any = None  # an augmented FeatureStream in place of X_val / y_val: a fresh pass per evaluation
 
     @property
     def dim(self) -> int:
@@ -84,8 +85,8 @@ def check_label_range(y: torch.Tensor, num_classes: int, name: str) -> None:
 
 def prepare_stream(stream: Any, y_train: Any, X_val: Any, y_val: Any, num_classes: Any, device: Any,
                    need_val: bool) -> ProbeData:
-    """Training data from a FeatureStream: validation from arrays, from a stream (one clean pass),
-    or from the stream's own 90/10 split of its dataset."""
+    """Training data from a FeatureStream: validation from arrays, from a clean stream (one pass, kept), from
+    an augmented stream (a fresh pass at every evaluation), or from the stream's own 90/10 split."""
     if y_train is not None:
         raise ValueError("y_train: a FeatureStream carries its own labels; pass None")
     want = torch.device(device) if device is not None else stream.device
@@ -102,6 +103,8 @@ def prepare_stream(stream: Any, y_train: Any, X_val: Any, y_val: Any, num_classe
             raise ValueError("y_val: a FeatureStream given as X_val carries its own labels; pass None")
         if X_val.dim != stream.dim:
             raise ValueError(f"X_val: the validation stream has {X_val.dim} features, the training stream {stream.dim}")
+        if X_val.augment is not None:  # augmented validation: new draws at every evaluation, as the reference's
+            return ProbeData(None, None, None, None, stream.num_classes, "torch", stream, X_val)
         Xv, yv = X_val.collect()
     elif X_val is not None:
         Xv, _ = float_matrix(X_val, "X_val")

@@ -83,6 +83,7 @@ def init_heads(subsets: Subsets, num_classes: int, seeds: Sequence[int], dtype: 
 def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, progress: bool,
               backend: str) -> TrainedHeads:
     Xv, yv = data.X_val, data.y_val
+    validated = Xv is not None or data.val_stream is not None
     device, dtype, d = data.device, data.dtype, data.dim
     K, C = len(subsets), data.num_classes
     S = subsets.to(device)
@@ -126,10 +127,10 @@ def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, pr
         diverged |= ~torch.isfinite(loss_sum)
         if stream is not None and stream.last_pass:
             postfix["img_per_s"] = f"{stream.last_pass['images_per_s']:.0f}"
-        if Xv is not None and (epoch + 1) % opts.eval_every == 0:
+        if validated and (epoch + 1) % opts.eval_every == 0:
             # a head without finite weights has no accuracy (argmax of NaN logits is class 0): NaN, never selected
             ok = finite_heads(heads.to_packed(params[0]), params[1], S)
-            acc = torch.where(ok, accuracy(heads, params, Xv, cast(torch.Tensor, yv)), float("nan"))
+            acc = torch.where(ok, _val_accuracy(heads, params, Xv, yv, data.val_stream), float("nan"))
             val_hist.append(acc.cpu())
             eval_epochs.append(epoch + 1)
             better = acc > best_acc  # strict: ties keep the earlier epoch
@@ -143,11 +144,11 @@ def train_sgd(data: ProbeData, subsets: Subsets, opts: SGDOptions, seed: int, pr
             postfix["diverged"] = int(diverged.sum())
         if postfix and progress:
             bar.set_postfix(postfix)
-    if Xv is None or not eval_epochs:
+    if not validated or not eval_epochs:
         best = params  # no validation: the last epoch's weights
     weights, biases = heads.to_packed(best[0]).contiguous(), best[1]
     # A head with validation whose every evaluation was non-finite kept its initial weights: it has none.
-    unusable = (selected < 0).to(device) if Xv is not None and eval_epochs else torch.zeros_like(diverged)
+    unusable = (selected < 0).to(device) if validated and eval_epochs else torch.zeros_like(diverged)
     unusable |= ~finite_heads(weights, biases, S)
     if bool(unusable.any()):
         weights[torch.repeat_interleave(unusable, S.sizes.to(device))] = float("nan")
@@ -225,6 +226,19 @@ def softmax_and_logsumexp(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     e = (z - m).exp_()
     s = e.sum(-1, keepdim=True)
     return e.div_(s), (s.log_() + m).squeeze(-1)
+
+
+def _val_accuracy(heads: Layout, params: list[torch.Tensor], Xv: torch.Tensor | None, yv: torch.Tensor | None,
+                  val_stream: Any) -> torch.Tensor:
+    """(K,) validation accuracy: on the kept arrays, or on a fresh (augmented) pass of ``val_stream``."""
+    if val_stream is None:
+        return accuracy(heads, params, cast(torch.Tensor, Xv), cast(torch.Tensor, yv))
+    correct, n = None, 0
+    for Xb, yb in val_stream:
+        part = accuracy(heads, params, Xb, yb) * len(yb)
+        correct = part if correct is None else correct + part
+        n += len(yb)
+    return cast(torch.Tensor, correct) / max(1, n)
 
 
 def accuracy(heads: Layout, params: list[torch.Tensor], X: torch.Tensor, y: torch.Tensor,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -38,8 +39,11 @@ class LayerData:
     y_test: Any
     class_names: list[str] | None
     identity: str
-    stream: Any = None  # protocol "paper": makes the FeatureStream of the training images (batch_size, progress)
+    stream: Any = None  # protocol "paper": makes the FeatureStream of the training images (batch_size[, projection,
+    #                     seed])
     dataset_name: str = ""  # the registered name (``dataset`` is its label in results, with its folder if any)
+    fit_features: Any = None  # protocol "paper": () -> (n, d) features of one augmented pass (for a PCA basis)
+    val_stream: Any = None  # val_augment "reference": makes the stream of augmented validation images
 
     @property
     def dim(self) -> int:
@@ -88,20 +92,43 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, di
         ident = digest([os.path.basename(splits[s].path or "") for s in ("train", "val", "test")])
         return LayerData(model.name, dataset.label, model.layer, train.X, train.y, val.X, val.y, test.X, test.y,
                          test.class_names, ident, dataset_name=dataset.name)
+    return _streamed(cfg, model, dataset, made["backbone"], val, test, cast(int, size), norm)
+
+
+def _streamed(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, bb: Any, val: FeatureSet, test: FeatureSet,
+              size: int, norm: str) -> LayerData:
+    """Protocol "paper": the training features come from a stream of freshly augmented images (one per
+    training seed under ``stream_seeds = "per-seed"``); validation under ``val_augment = "reference"`` from
+    the validation images with the training augmentation, drawn anew at every evaluation."""
+    from .. import datasets
     from ..stream import FeatureStream
 
-    bb, train_images = made["backbone"], datasets.load(dataset.name, "train", root=dataset.root)
+    train_images = datasets.load(dataset.name, "train", root=dataset.root)
+    common: dict[str, Any] = dict(device=cfg.device, image_size=size, normalization=norm,
+                                  num_workers=cfg.num_workers, amp=cfg.amp, augment_on=cfg.augment_on)
 
-    def stream(batch_size: int) -> FeatureStream:
-        # size is not None here: under protocol "paper", eval_size() is image_size or 224
-        return FeatureStream(bb, train_images, augment="paper", batch_size=batch_size, device=cfg.device, seed=0,
-                             image_size=cast(int, size), normalization=norm, num_workers=cfg.num_workers,
-                             amp=cfg.amp)
+    def stream(batch_size: int, projection: Any = None, seed: int = 0) -> FeatureStream:
+        return FeatureStream(bb, train_images, augment="paper", batch_size=batch_size, seed=seed,
+                             projection=projection, **common)
+
+    def fit_features() -> Any:
+        # one augmented pass over the training images in their order, as calculate_pca.py ran (under its seed 2)
+        return stream(256, seed=2).collect()[0].cpu().numpy()
+
+    val_stream: Callable[..., FeatureStream] | None = None
+    if cfg.val_augment == "reference":
+        val_images = datasets.load(dataset.name, "val", root=dataset.root)
+
+        def augmented_val(batch_size: int, projection: Any = None) -> FeatureStream:
+            return FeatureStream(bb, val_images, augment="paper", batch_size=batch_size, seed=1, shuffle=False,
+                                 projection=projection, **common)
+
+        val_stream = augmented_val
 
     # where the training features come from: the weights, layer, pooling, augmentation, images and order seed
     probe = stream(1)
     ident = digest([os.path.basename(val.path or ""), os.path.basename(test.path or ""), bb.weights_digest(),
                     model.layer, model.pool, probe.transform_id, train_images.describe(), train_images.content_id(),
-                    "order seed 0"])
+                    "order seed 0"] + (["augmented validation, seed 1"] if val_stream is not None else []))
     return LayerData(model.name, dataset.label, model.layer, None, None, val.X, val.y, test.X, test.y,
-                     test.class_names, ident, stream, dataset.name)
+                     test.class_names, ident, stream, dataset.name, fit_features=fit_features, val_stream=val_stream)

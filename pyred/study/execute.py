@@ -70,7 +70,11 @@ def _train(cfg: StudyConfig, data: LayerData, views: ViewCache, unit: Unit, part
     from ..probes import RECIPES, train_probes
 
     if data.stream is not None:  # protocol "paper": augmented batches through the backbone, all heads at once
-        stream = data.stream(RECIPES[cfg.recipe].batch_size(options))
+        bs = RECIPES[cfg.recipe].batch_size(options)
+        P = None if unit.view is None else views.matrix(unit.view)  # the view's basis, applied to each batch
+        stream = data.stream(bs, P, unit.stream_seed)
+        if data.val_stream is not None:  # validation with the training augmentation, drawn anew at each evaluation
+            X_val, y_val = data.val_stream(bs, P), None
         return train_probes(stream, None, part, recipe=cfg.recipe, X_val=X_val, y_val=y_val, progress=progress,
                             **options)
     X_train = views.apply(unit.view, data.X_train)

@@ -93,11 +93,17 @@ class ProtocolIdentity:
     image_size: int | None
     normalization: str
     views: int | None = None
+    val_augment: str = "clean"
+    stream_seeds: str = "shared"
+    augment_on: str = "auto"
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "image_size": self.image_size, "normalization": self.normalization}
         if self.views is not None:
             out["views"] = self.views
+        for key, default in (("val_augment", "clean"), ("stream_seeds", "shared"), ("augment_on", "auto")):
+            if getattr(self, key) != default:
+                out[key] = getattr(self, key)
         return out
 
 
@@ -163,7 +169,10 @@ class ConfigIdentity:
             None if not cka else CKAIdentity(cka["samples"], cka["debiased"]),
             d.get("recipe_options_by_pair"), bool(d.get("amp", False)),
             None if not protocol else ProtocolIdentity(protocol["name"], protocol.get("image_size"),
-                                                       protocol.get("normalization", "model"), protocol.get("views")),
+                                                       protocol.get("normalization", "model"), protocol.get("views"),
+                                                       protocol.get("val_augment", "clean"),
+                                                       protocol.get("stream_seeds", "shared"),
+                                                       protocol.get("augment_on", "auto")),
             None if not paper else PaperIdentity(paper["name"], paper["pairs"], paper["runs"]))
 
     @property
@@ -192,7 +201,9 @@ class ConfigIdentity:
             return f"features (clean features extracted once; Resize + CenterCrop, {how})"
         if p.name == "views":
             return f"views ({p.views} augmented views per training image, extracted once; {how})"
-        return f"paper (freshly augmented training images through the backbone at every step; {how})"
+        extra = "".join(f", {k.replace('_', ' ')} {getattr(p, k)}" for k, d in (
+            ("val_augment", "clean"), ("stream_seeds", "shared"), ("augment_on", "auto")) if getattr(p, k) != d)
+        return f"paper (freshly augmented training images through the backbone at every step; {how}{extra})"
 
     def describe_options(self) -> str:
         """The recipe's options, and where the paper's per-pair defaults change them."""
@@ -222,7 +233,8 @@ def identity(cfg: StudyConfig) -> ConfigIdentity:
     paper = None
     if cfg.paper is not None:
         runs = [(p.model_index, p.dataset_index, p.cfg.methods, p.cfg.fractions, p.cfg.sizes, p.cfg.seeds,
-                 recipe.identity_options(p.cfg.recipe_options)) for p in cfg.pairs()]
+                 recipe.identity_options(p.cfg.recipe_options), p.cfg.val_augment, p.cfg.stream_seeds)
+                for p in cfg.pairs()]
         paper = PaperIdentity(cfg.paper, len(runs), digest(runs, 20))
     for m in cfg.models if paper is None else ():
         for d in cfg.datasets:
@@ -232,7 +244,8 @@ def identity(cfg: StudyConfig) -> ConfigIdentity:
     protocol = None
     if cfg.protocol != "features" or cfg.image_size is not None:
         protocol = ProtocolIdentity(cfg.protocol, cfg.eval_size(), cfg.normalization,
-                                    cfg.views if cfg.protocol == "views" else None)
+                                    cfg.views if cfg.protocol == "views" else None, cfg.val_augment, cfg.stream_seeds,
+                                    cfg.augment_on)
     return ConfigIdentity(
         models, tuple(DatasetIdentity(d.name, d.identity_root) for d in cfg.datasets),
         next(iter(grids.values())) if one_grid else grids, sorted(set(cfg.seeds)), sorted(set(cfg.methods)),

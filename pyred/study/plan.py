@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .._files import digest, sha256_parts
+from ..subsets import Subsets
 from .data import LayerData
 from .methods import METHODS
 from .schema import StudyConfig
 from .views import View
-
-if TYPE_CHECKING:
-    from ..subsets import Subsets
 
 
 @dataclass(frozen=True)
@@ -35,6 +33,7 @@ class Unit:
     subsets: Subsets  # the plan's Subsets (all heads; this unit covers ``heads``)
     heads: range
     label: str  # for people: model|dataset|layer|method[|tag]|kind[ c/C]
+    stream_seed: int = 0  # protocol "paper": the seed of the augmented stream these heads train on
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -77,10 +76,30 @@ def plan_units(cfg: StudyConfig, cfg_id: str, data: LayerData, method_tag: str =
             if cfg.cka:
                 units.append(Unit(digest(what + ["cka"], 20), "cka", name, plan.view, S, range(len(S)),
                                   f"{base}|cka"))
-            bounds = np.linspace(0, len(S), min(cfg.head_chunks, len(S)) + 1).astype(int)
-            chunks = len(bounds) - 1
-            for c in range(chunks):
-                heads = range(int(bounds[c]), int(bounds[c + 1]))
-                units.append(Unit(digest(what + ["probes", heads.start, heads.stop], 20), "probes", name, plan.view,
-                                  S, heads, f"{base}|probes {c + 1}/{chunks}"))
+            units += _probe_units(cfg, S, what, name, plan.view, base)
     return units
+
+
+def _probe_units(cfg: StudyConfig, S: Subsets, what: list[Any], name: str, view: View | None,
+                 base: str) -> list[Unit]:
+    """``head_chunks`` units over the heads of S; under ``stream_seeds = "per-seed"`` one unit per training
+    seed (S reordered so that each seed's heads are contiguous), each on its own seed's stream."""
+    if cfg.protocol == "paper" and cfg.stream_seeds == "per-seed":
+        seeds = S.seeds.tolist()
+        fallback = min(cfg.seeds)  # heads of no seed ("first", PCA): the run's first seed
+        order = sorted(range(len(S)), key=lambda k: (fallback if seeds[k] < 0 else seeds[k], k))
+        S = Subsets.from_lists([S[k] for k in order], d=S.d).with_metadata(
+            fractions=S.fractions[order], seeds=S.seeds[order])
+        by_seed: dict[int, list[int]] = {}
+        for k, s in enumerate(S.seeds.tolist()):
+            by_seed.setdefault(fallback if s < 0 else s, []).append(k)
+        return [Unit(digest(what + ["probes", ks[0], ks[-1] + 1, "stream seed", s], 20), "probes", name, view, S,
+                     range(ks[0], ks[-1] + 1), f"{base}|probes seed {s}", s) for s, ks in by_seed.items()]
+    bounds = np.linspace(0, len(S), min(cfg.head_chunks, len(S)) + 1).astype(int)
+    chunks = len(bounds) - 1
+    out = []
+    for c in range(chunks):
+        heads = range(int(bounds[c]), int(bounds[c + 1]))
+        out.append(Unit(digest(what + ["probes", heads.start, heads.stop], 20), "probes", name, view, S, heads,
+                        f"{base}|probes {c + 1}/{chunks}"))
+    return out

@@ -101,7 +101,7 @@ def _run_units(cfg: StudyConfig, cid: str, ident: ConfigIdentity, dist: Distribu
     for pi, pair in enumerate(cfg.pairs()):
         mi, model, di, dataset, pcfg = pair.model_index, pair.model, pair.dataset_index, pair.dataset, pair.cfg
         data = load_layer_data(pcfg, model, dataset, dist, shown, ident.models[mi].features_sha256)
-        views = ViewCache(data.X_train)
+        views = ViewCache(data.X_train, data.dim, data.fit_features)
         units = plan_units(pcfg, cid, data, pair.method_tag)
         if store is not None:  # (model i, dataset j): names may repeat, places do not
             where = f"{mi}|{di}|{data.model}|{data.dataset}" + (f"|{pi}" if cfg.paper is not None else "")

@@ -24,6 +24,12 @@ from .errors import ConfigError
 # "paper" -- the paper's own: freshly augmented images through the backbone at every step.
 Protocol = Literal["features", "views", "paper"]
 Normalization = Literal["model", "imagenet", "half"]
+# protocol "paper": validate on clean images, or as the reference did -- with the training augmentation
+ValAugment = Literal["clean", "reference"]
+# protocol "paper": one augmented stream for every head, or one per training seed (the reference's one process
+# per (fraction, seed), its order and augmentation seeded by the seed; the backbone runs once per seed)
+StreamSeeds = Literal["shared", "per-seed"]
+AugmentOn = Literal["auto", "cpu", "device"]
 PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
 T = TypeVar("T")
@@ -196,6 +202,11 @@ class StudyConfig:
     recipe_options: dict[str, Any] = setting(None, _table, factory=dict)
     protocol: Protocol = setting("features", _choice(PROTOCOLS))
     views: int = setting(5, _integer(1))
+    val_augment: ValAugment = setting("clean", _choice(get_args(ValAugment)))
+    stream_seeds: StreamSeeds = setting("shared", _choice(get_args(StreamSeeds)))
+    # where the paper's augmentation runs: "auto" (on a CUDA device, else in the DataLoader with PIL), "cpu"
+    # (PIL, the reference's road) or "device" (pyred.device_augment)
+    augment_on: AugmentOn = setting("auto", _choice(get_args(AugmentOn)))
     image_size: int | None = setting(None, _optional(_integer(8)))  # None: "features" uses the model's own
     normalization: Normalization = setting("model", _choice(NORMALIZATIONS))  # eval transform, the others 224
     amp: bool = setting(False, _boolean)  # the backbone under autocast (bfloat16 on the CPU, float16 on CUDA)
@@ -248,7 +259,8 @@ class StudyConfig:
                 continue
             seen.add(key)
             sub = dataclasses.replace(self, fractions=run.fractions, sizes=run.sizes, seeds=run.seeds,
-                                      methods=(run.method,), recipe="sgd", recipe_options=options)
+                                      methods=(run.method,), recipe="sgd", recipe_options=options,
+                                      val_augment=cast(ValAugment, run.val_augment), stream_seeds="per-seed")
             # the results of one (model, dataset, layer, method) under another recipe are told apart by a tag
             # on the method (the first recipe met keeps the plain name)
             recipes = variants.setdefault((mi, di, run.method), [])

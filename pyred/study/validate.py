@@ -177,11 +177,14 @@ def check_grid(cfg: StudyConfig) -> None:
 
 
 def check_protocol(cfg: StudyConfig) -> None:
-    from .methods import METHODS
-
     if cfg.views != 5 and cfg.protocol != "views":
         raise ConfigError(f"views: only protocol 'views' uses views (protocol is {cfg.protocol!r}); set "
                           "protocol = \"views\" or drop views")
+    if cfg.protocol != "paper":
+        for key, default in (("val_augment", "clean"), ("stream_seeds", "shared")):
+            if getattr(cfg, key) != default:
+                raise ConfigError(f"{key}: {getattr(cfg, key)!r} applies to protocol 'paper' (a stream of augmented "
+                                  f"images), not {cfg.protocol!r}")
     if cfg.protocol == "features":
         return
     if any(m.features for m in cfg.models):
@@ -191,10 +194,6 @@ def check_protocol(cfg: StudyConfig) -> None:
         if cfg.recipe != "sgd":
             raise ConfigError(f"recipe: protocol 'paper' trains on a stream of augmented batches, which only "
                               f"'sgd' reads; got recipe {cfg.recipe!r}")
-        with_views = [m for m in cfg.methods if METHODS[m].needs_train_features]
-        if with_views:
-            raise ConfigError(f"methods: {with_views} fit a basis on the training features, which protocol "
-                              "'paper' never holds; use protocol 'features' or 'views'")
 
 
 def check_recipe(cfg: StudyConfig) -> None:

@@ -7,6 +7,7 @@ applies it to a split's features.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -37,10 +38,14 @@ View = PCAView | ProjectionView
 
 
 class ViewCache:
-    """Each view's (d, d) matrix, computed once from a model-dataset's features."""
+    """Each view's (d, d) matrix, computed once per model-dataset: a PCA basis from the training features
+    ``X_train`` -- or, where the study holds none (protocol "paper"), from ``fit()``, the features of one
+    augmented pass over the training images, as the reference's calculate_pca.py computed them -- and the
+    random projections from the width ``d`` alone."""
 
-    def __init__(self, X_train: Any) -> None:
-        self._X_train = X_train
+    def __init__(self, X_train: Any, d: int | None = None, fit: Callable[[], Any] | None = None) -> None:
+        self._X_train, self._fit = X_train, fit
+        self.d = int(X_train.shape[1]) if d is None else d
         self._matrices: dict[View, np.ndarray] = {}
 
     def matrix(self, view: View) -> np.ndarray:
@@ -48,10 +53,10 @@ class ViewCache:
             from ..analysis import PCABasis, random_projection
 
             if isinstance(view, PCAView):
-                self._matrices[view] = PCABasis(np.asarray(self._X_train, dtype=np.float64)).components
+                X = self._X_train if self._X_train is not None else cast(Callable[[], Any], self._fit)()
+                self._matrices[view] = PCABasis(np.asarray(X, dtype=np.float64)).components
             else:
-                d = self._X_train.shape[1]
-                self._matrices[view] = random_projection(d, d, view.seed, view.kind)
+                self._matrices[view] = random_projection(self.d, self.d, view.seed, view.kind)
         return self._matrices[view]
 
     def apply(self, view: View | None, X: Any) -> np.ndarray:
