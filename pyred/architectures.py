@@ -9,6 +9,10 @@
 * ``resnet50_ff8`` ... ``resnet50_ff2048``: the same network trained with a fixed
   feature layer of k units: its classifier reads the first k of the 2048 pooled
   features, so the probed layer (``dim``) is those k features.
+* ``cifar_resnet50``: deep-learning-base's CIFAR ResNet-50 (architectures/cifar_models):
+  a 3x3 stride-1 stem without max-pooling, bottlenecks with ``shortcut`` projections, a
+  4x4 average pool flattened (2048 features on 32 x 32 images; more on larger ones, as
+  the reference's ``feat_scale``) and ``linear`` (``num_classes``, default 10).
 
 The MRL and fixed-feature models have no classifier here (pyred probes the layer below
 it); the ``fc.*`` tensors of their checkpoints (MRL's nested heads, the fixed-feature
@@ -30,6 +34,9 @@ _IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), input_si
                  interpolation="bilinear", crop_pct=0.875, num_classes=1000, first_conv="conv1", classifier="fc")
 default_cfgs: dict[str, dict[str, Any]] = {name: dict(url="", **_IMAGENET) for name in (
     "wide_resnet50_4", "resnet50_mrl", *(f"resnet50_ff{k}" for k in FF_SIZES))}
+default_cfgs["cifar_resnet50"] = dict(url="", mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010),
+                                      input_size=(3, 32, 32), interpolation="bilinear", crop_pct=1.0,
+                                      num_classes=10, first_conv="conv1", classifier="linear")
 _registered = False
 
 
@@ -89,6 +96,65 @@ def _fixed_feature_resnet() -> Any:
     return FixedFeatureResNet
 
 
+class CifarBottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int, stride: int) -> None:
+        super().__init__()
+        cout = planes * self.expansion
+        self.conv1, self.bn1 = nn.Conv2d(cin, planes, 1, bias=False), nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3, self.bn3 = nn.Conv2d(planes, cout, 1, bias=False), nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        return F.relu(self.bn3(self.conv3(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """deep-learning-base's CIFAR ResNet with Bottleneck blocks (see the module docstring), with timm's
+    ``forward_features`` / ``forward_head`` so that pyred.Backbone reads its penultimate layer."""
+
+    def __init__(self, layers: tuple[int, ...] = (3, 4, 6, 3), num_classes: int = 10, in_chans: int = 3,
+                 **_: Any) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(in_chans, 64, 3, stride=1, padding=1, bias=False), nn.BatchNorm2d(64)
+        cin, stages = 64, []
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
+            blocks = []
+            for b in range(n):
+                blocks.append(CifarBottleneck(cin, planes, 2 if b == 0 and i > 0 else 1))
+                cin = planes * CifarBottleneck.expansion
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.num_classes, self.num_features = num_classes, cin
+        self.linear = nn.Linear(cin, num_classes) if num_classes else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))  # type: ignore[no-any-return]
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = F.avg_pool2d(x, 4).flatten(1)
+        return x if pre_logits else self.linear(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def cifar_resnet50(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    from timm.models import build_model_with_cfg
+
+    if pretrained:
+        raise ValueError("cifar_resnet50: no pretrained weights are published; pass weights= the checkpoint file")
+    return build_model_with_cfg(CifarResNet, "cifar_resnet50", False, **kwargs)
+
+
 def wide_resnet50_4(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     return _resnet50_body("wide_resnet50_4", pretrained, base_width=256, **kwargs)
 
@@ -125,6 +191,6 @@ def register() -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # timm warns when a name is registered twice (a reloaded module)
-        for fn in (wide_resnet50_4, resnet50_mrl, *(_fixed_features(k) for k in FF_SIZES)):
+        for fn in (wide_resnet50_4, resnet50_mrl, cifar_resnet50, *(_fixed_features(k) for k in FF_SIZES)):
             register_model(fn)
     _registered = True

@@ -128,3 +128,66 @@ def test_torchvision_vgg16_bn_into_timm(tmp_path):
     assert bb.dim == 4096
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     assert not torch.equal(got, torch.zeros_like(got))
+
+
+class RefCifarBottleneck(nn.Module):
+    """deep-learning-base architectures/cifar_models/resnet.py's Bottleneck, as the reference defines it."""
+    expansion = 4
+
+    def __init__(self, in_planes, planes, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, self.expansion * planes, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(self.expansion * planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != self.expansion * planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1, stride=stride,
+                                                    bias=False), nn.BatchNorm2d(self.expansion * planes))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += self.shortcut(x)
+        return F.relu(out)
+
+
+class RefCifarResNet50(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.in_planes = 64
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.layer1 = self._make_layer(64, 3, 1)
+        self.layer2 = self._make_layer(128, 4, 2)
+        self.layer3 = self._make_layer(256, 6, 2)
+        self.layer4 = self._make_layer(512, 3, 2)
+        self.linear = nn.Linear(2048, num_classes)
+
+    def _make_layer(self, planes, n, stride):
+        layers = []
+        for s in [stride] + [1] * (n - 1):
+            layers.append(RefCifarBottleneck(self.in_planes, planes, s))
+            self.in_planes = planes * 4
+        return nn.Sequential(*layers)
+
+    def latent(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        return F.avg_pool2d(out, 4).view(out.size(0), -1)
+
+
+def test_cifar_resnet50_lightning_layout(tmp_path):
+    """A deep-learning-base (PyTorch Lightning) checkpoint of the CIFAR ResNet-50: the network under model. in
+    state_dict, beside the trainer's state."""
+    src = randomize(RefCifarResNet50(num_classes=100).eval(), 5)
+    path = tmp_path / "epoch=99-topk=1.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in src.state_dict().items()}, "epoch": 99,
+                "global_step": 1000, "pytorch-lightning_version": "1.5.10"}, path)
+    bb = pyred.Backbone("cifar_resnet50", weights=path, num_classes=100)
+    x = torch.randn(2, 3, 32, 32)
+    assert bb.dim == 2048 and bb.model.pretrained_cfg["input_size"] == (3, 32, 32)
+    assert torch.equal(bb(x), src.latent(x))

@@ -272,3 +272,19 @@ def test_paper_run_end_to_end(tmp_path):
                             str(weights), "--data-dir", str(data)], capture_output=True, text=True, env=env)
     line = next(x for x in shown.stdout.splitlines() if x.startswith(name))
     assert line.rstrip().endswith("yes")
+
+
+def test_timm_kwargs_per_model(tmp_path):
+    from pyred.study.config import parse
+    from pyred.study.identity import identity
+
+    weights = tmp_path / "c.ckpt"
+    weights.write_bytes(b"x")
+    raw = {"models": [{"name": "cifar_resnet50", "weights": str(weights), "timm_kwargs": {"num_classes": 100}}],
+           "datasets": ["digits"], "out": str(tmp_path / "o")}
+    cfg = parse(raw)
+    assert cfg.models[0].timm_kwargs == (("num_classes", 100),)
+    assert identity(cfg).models[0].to_json()["timm_kwargs"] == {"num_classes": 100}
+    assert identity(cfg).id != identity(parse({**raw, "models": [{**raw["models"][0], "timm_kwargs": {}}]})).id
+    with pytest.raises(ConfigError, match="timm_kwargs: expected a table"):
+        parse({**raw, "models": [{**raw["models"][0], "timm_kwargs": [1]}]})

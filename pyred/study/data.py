@@ -75,7 +75,7 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, di
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
             bb = made["backbone"] = Backbone(model.timm_name, pretrained=model.pretrained, weights=model.weights,
-                                             layer=model.layer, pool=model.pool)
+                                             layer=model.layer, pool=model.pool, **dict(model.timm_kwargs))
         common: dict[str, Any] = dict(batch_size=cfg.batch_size, device=cfg.device, cache_dir=cache,
                                       progress=progress, num_workers=cfg.num_workers, amp=cfg.amp)
         for split in ("val", "test") if cfg.protocol == "paper" else ("train", "val", "test"):

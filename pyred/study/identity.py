@@ -34,6 +34,7 @@ class ModelIdentity:
     pretrained: bool | None = None
     weights_sha256: str | None = None
     normalization: str | None = None  # the model's own (a paper key's reference normalisation), if any
+    timm_kwargs: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "layer": self.layer, "pool": self.pool}
@@ -43,12 +44,14 @@ class ModelIdentity:
             out.update(pretrained=self.pretrained, weights_sha256=self.weights_sha256)
         if self.normalization is not None:
             out["normalization"] = self.normalization
+        if self.timm_kwargs:
+            out["timm_kwargs"] = self.timm_kwargs
         return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ModelIdentity:
         return cls(d["name"], d.get("layer", "penultimate"), d.get("pool", "avg"), d.get("features_sha256"),
-                   d.get("pretrained"), d.get("weights_sha256"), d.get("normalization"))
+                   d.get("pretrained"), d.get("weights_sha256"), d.get("normalization"), d.get("timm_kwargs"))
 
     def describe(self) -> str:
         """The name, with a short digest of its features or weights file."""
@@ -225,7 +228,7 @@ def identity(cfg: StudyConfig) -> ConfigIdentity:
     models = tuple(ModelIdentity(m.name, m.layer, m.pool, features_sha256=sha256_file(m.features)) if m.features
                    else ModelIdentity(m.name, m.layer, m.pool, pretrained=m.pretrained,
                                       weights_sha256=sha256_file(m.weights) if m.weights else None,
-                                      normalization=m.normalization)
+                                      normalization=m.normalization, timm_kwargs=dict(m.timm_kwargs) or None)
                    for m in cfg.models)
     grids = {m.name: sorted(set(cfg.fractions_for(m.name))) for m in cfg.models}
     one_grid = len({tuple(g) for g in grids.values()}) == 1

@@ -40,7 +40,9 @@ class ModelSpec:
     """One model of a study: a timm name (pretrained, or ``weights`` from a local file), a key of
     ``pyred.paper.MODELS`` (its architecture; ``weights`` its checkpoint where timm has none), or a label
     for precomputed ``features`` (.npz with X_train, y_train, X_test, y_test[, X_val, y_val, class_names]).
-    ``normalization``: this model's (None: a paper key's reference normalisation, else the study's)."""
+    ``normalization``: this model's (None: a paper key's reference normalisation, else the study's).
+    ``timm_kwargs``: passed to ``timm.create_model`` (``{ num_classes = 100 }`` for a checkpoint with another
+    head); a table in TOML, kept as sorted (key, value) pairs."""
 
     name: str
     features: str | None = None
@@ -49,6 +51,7 @@ class ModelSpec:
     layer: str = "penultimate"
     pool: Pool = "avg"
     normalization: Normalization | None = None
+    timm_kwargs: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> ModelSpec:
@@ -62,6 +65,14 @@ class ModelSpec:
         _guard(lambda: check.choice(spec.pool, f"{where}.pool", POOLS))
         if spec.normalization is not None:
             _guard(lambda: check.choice(spec.normalization, f"{where}.normalization", NORMALIZATIONS))
+        kwargs: Any = spec.timm_kwargs
+        if isinstance(kwargs, dict):
+            if not all(isinstance(v, (bool, int, float, str)) for v in kwargs.values()):
+                raise ConfigError(f"{where}.timm_kwargs: expected a table of numbers, strings and booleans, "
+                                  f"got {kwargs!r}")
+            spec = dataclasses.replace(spec, timm_kwargs=tuple(sorted(kwargs.items())))
+        elif kwargs != ():
+            raise ConfigError(f"{where}.timm_kwargs: expected a table ({{ num_classes = 100 }}), got {kwargs!r}")
         return spec
 
     @property
