@@ -1,7 +1,7 @@
 """The study application: configurations, sweeps, the results database, the report and the ``pyred`` command.
 
 Modules, in the order data flows through them:
-  schema       a study's settings as typed objects (models, datasets, the configuration)
+  schema       a study's settings as typed objects (models, datasets, the configuration, its pairs)
   config       reading a configuration (TOML, the default, command-line overrides)
   validate     checking a whole configuration before any work starts
   identity     what changes a configuration's numbers, and its id
@@ -17,7 +17,7 @@ Modules, in the order data flows through them:
   runner       ``run(cfg)``: everything above, in order
   aggregate    the measures (DR, seed statistics, disparity) from one configuration's rows
   report       analysis.json, plots and report.md, from the database
-  cli          the ``pyred`` command
+  cli          the ``pyred`` command; paper_cli its ``pyred paper list | show | run``
 """
 
 from .config import load_config
