@@ -30,7 +30,9 @@ class Backbone(nn.Module):
     Args:
       name: a timm model name (``timm.list_models()``), optionally with a pretrained
         tag (``resnet18.tv_in1k``, ``vit_small_patch16_224.augreg_in21k``); the
-        paper's backbones and their tags are listed in :mod:`pyred.paper`.
+        paper's backbones and their tags are listed in :mod:`pyred.paper`. ``"hf:NAME_OR_PATH"``
+        gives a transformers model instead (:mod:`pyred.hf`; layer "hidden_states[k]", pool "mean" /
+        "last", max_length, padding, truncation).
       pretrained: load pretrained weights: from a local provider when one is
         registered (``pyred.weights``; e.g. ``tf_efficientnet_lite0``), else by
         timm's own download (needs network).
@@ -49,6 +51,28 @@ class Backbone(nn.Module):
     """
 
     _digest: tuple[tuple[tuple[str, int, int], ...], str]  # (tensor stamps, digest), set by weights_digest
+
+    def __new__(cls, name: str = "", *args: Any, **kwargs: Any) -> Any:
+        if isinstance(name, str) and name.startswith("hf:"):  # a transformers model (pyred.hf)
+            from .hf import HFBackbone
+
+            if kwargs.pop("weights", None) is not None:
+                raise ValueError("weights: an hf: backbone loads the weights of its folder or hub name")
+            return HFBackbone(name, *args, **kwargs)
+        return super().__new__(cls)
+
+    @staticmethod
+    def from_module(module: nn.Module, *, layer: str, pool: str = "avg", transform: Any = None,
+                    transform_id: str | None = None, name: str | None = None) -> Any:
+        """Any torch module as a backbone (:class:`pyred.module_backbone.ModuleBackbone`): the output of its
+        submodule ``layer`` ("" for the module's own), read by a forward hook and pooled ("avg", "cls", "mean",
+        "last", "flatten"; "mean" / "last" follow an ``attention_mask`` in dict inputs). ``transform`` turns a
+        dataset item into the module's input (``transform_id`` names it for caching); ``name`` is its name in
+        cache keys and results. ``dim`` is set by ``measure(example_batch)`` or the first extraction."""
+        from .module_backbone import ModuleBackbone
+
+        return ModuleBackbone(module, layer=layer, pool=pool, transform=transform, transform_id=transform_id,
+                              name=name)
 
     def __init__(self, name: str, *, pretrained: bool = True, weights: str | os.PathLike[str] | None = None,
                  layer: str = "penultimate", pool: Pool = "avg", **timm_kwargs: Any) -> None:

@@ -14,8 +14,9 @@ from Debian's /usr/share/datasets/fashion-mnist, or torchvision's download),
 "cifar10", "cifar100", "flowers102", "oxford-pets" (torchvision; downloaded
 when ``download=True``), "imagenet" and "places365" (their standard class-folder
 layouts, ``root``/train and ``root``/val, the labelled validation set being the
-test split as in the paper; never downloaded), and "folder" (an image folder per
-class under ``root``/<split>, torchvision's ImageFolder layout).
+test split as in the paper; never downloaded), "folder" (an image folder per
+class under ``root``/<split>, torchvision's ImageFolder layout) and
+"text-folder" (``root``/<split>/<class>/*.txt, :mod:`pyred.texts`).
 """
 
 from __future__ import annotations
@@ -105,12 +106,12 @@ class LabeledImages(torch.utils.data.Dataset[tuple[Any, int]]):
         return f"{self.name}/{self.split} ({len(self)} images, {len(self.classes)} classes)"
 
 
-_REGISTRY: dict[str, Callable[..., LabeledImages]] = {}
-_Loader = TypeVar("_Loader", bound=Callable[..., LabeledImages])
+_REGISTRY: dict[str, Callable[..., Any]] = {}
+_Loader = TypeVar("_Loader", bound=Callable[..., Any])
 
 
 def register_dataset(name: str) -> Callable[[_Loader], _Loader]:
-    """Decorator: ``fn(split, root, download) -> LabeledImages`` becomes ``load(name, ...)``."""
+    """Decorator: ``fn(split, root, download) -> LabeledImages`` (or LabeledTexts) becomes ``load(name, ...)``."""
 
     def wrap(fn: _Loader) -> _Loader:
         _REGISTRY[name] = fn
@@ -124,8 +125,9 @@ def available() -> list[str]:
 
 
 def load(name: str, split: Split, *, root: str | os.PathLike[str] | None = None,
-         download: bool = False) -> LabeledImages:
-    """One split of a registered dataset (see the module docstring)."""
+         download: bool = False) -> Any:
+    """One split of a registered dataset (see the module docstring): a LabeledImages, or for "text-folder" a
+    :class:`pyred.texts.LabeledTexts`."""
     if name not in _REGISTRY:
         raise ValueError(f"dataset: unknown {name!r}; available: {available()}")
     if split not in SPLITS:
@@ -329,3 +331,12 @@ def _train_val_folders(name: str, subdirs: tuple[str, ...], split: str, root: st
 register_dataset("imagenet")(lambda s, r, dl: _train_val_folders("imagenet", ("imagenet", "ILSVRC2012"), s, r))
 register_dataset("places365")(lambda s, r, dl: _train_val_folders("places365", ("places365", "places365_standard"),
                                                                   s, r))
+
+
+def _text_folder(split: str, root: str | None, download: bool) -> Any:
+    from .texts import text_folder
+
+    return text_folder(split, root)
+
+
+register_dataset("text-folder")(_text_folder)

@@ -24,7 +24,7 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -77,8 +77,9 @@ def extract_features(backbone: Any, dataset: Any, *, batch_size: int | None = No
                      chunk_size: int = 4096, progress: bool = True,
                      augment: str | Callable[[Any], Any] | None = None,
                      views: int = 1, seed: int = 0, image_size: int = 224,
-                     normalization: Any = "model") -> FeatureSet:
-    """Features of every image of ``dataset`` under ``backbone``.
+                     normalization: Any = "model", layers: Sequence[str] | str | None = None) -> Any:
+    """Features of every image (or text) of ``dataset`` under ``backbone``: a FeatureSet, or with ``layers``
+    one FeatureSet per layer, all from one forward pass.
 
     Args:
       backbone: a :class:`pyred.Backbone` (or any module mapping (B, 3, H, W) to (B, d)
@@ -112,6 +113,10 @@ def extract_features(backbone: Any, dataset: Any, *, batch_size: int | None = No
         has V n rows, view-major (``.view``, ``.image_index`` say which is which).
       seed: for ``augment``; image_size, normalization: for ``augment`` and for
         ``transform="paper"`` (see FeatureStream).
+      layers: None (the backbone's own layer: one FeatureSet), or layer names -- "all" for every hidden
+        state of an ``hf:`` backbone -- for a backbone with ``forward_layers`` (``Backbone.from_module``,
+        ``hf:``): a list of FeatureSets, one per layer, each cached under its own key; the layers of one
+        chunk of samples are computed together and written before the next, so memory holds one chunk.
 
     Returns:
       :class:`FeatureSet`; ``metadata["cache"]`` says "hit", "computed" or
@@ -132,20 +137,53 @@ def extract_features(backbone: Any, dataset: Any, *, batch_size: int | None = No
     backbone = backbone.to(dev).eval()
     if batch_size is None:
         batch_size = 128 if dev.type == "cuda" else 16
-    key = CacheKey.of(backbone, dataset, data, tid, amp, views if augment is not None else None, seed,
-                      _content(dataset) if cache_dir is not None else None)
-    run = _Runner(backbone, data, batch_size, dev, num_workers, amp, progress)
+    names = _layer_names(backbone, layers)
+    content = _content(dataset) if cache_dir is not None else None
+    keys = [CacheKey.of(backbone, dataset, data, tid, amp, views if augment is not None else None, seed, content,
+                        layer=name) for name in names]
+    run = _Runner(backbone, data, batch_size, dev, num_workers, amp, progress, names)
     classes = list(dataset.classes)
     if cache_dir is None:
-        X = run.features(0, len(data), desc=f"features {key.model} {dataset.describe()}")
-        return FeatureSet(X, np.asarray(data.targets, dtype=np.int64), classes, {**key.to_json(), "cache": "none"})
-    folder = os.path.join(os.path.expanduser(os.fspath(cache_dir)),
-                          _slug(f"{key.model}-{dataset.name}-{dataset.split}"), key.digest)
-    os.makedirs(folder, exist_ok=True)
-    cached = _load_complete(folder)
-    if cached is not None:
-        return cached
-    return _extract_to_cache(folder, run, data, key.to_json(), classes, chunk_size)
+        Xs = run.features(0, len(data), desc=f"features {keys[0].model} {dataset.describe()}")
+        out = [FeatureSet(X, np.asarray(data.targets, dtype=np.int64), classes, {**k.to_json(), "cache": "none"})
+               for X, k in zip(Xs, keys)]
+        return out if layers is not None else out[0]
+    out = _cached(os.path.expanduser(os.fspath(cache_dir)), keys, run, data, classes, chunk_size)
+    return out if layers is not None else out[0]
+
+
+def _cached(cache_dir: str, keys: list[CacheKey], run: _Runner, data: Any, classes: list[str],
+            chunk_size: int) -> list[FeatureSet]:
+    """The FeatureSets of ``keys`` from the cache, or extracted into it (every layer from one pass)."""
+    folders = [os.path.join(cache_dir, _slug(f"{k.model}-{k.dataset}-{k.split}"), k.digest) for k in keys]
+    for folder in folders:
+        os.makedirs(folder, exist_ok=True)
+    cached = [_load_complete(folder) for folder in folders]
+    if all(c is not None for c in cached):
+        return cast("list[FeatureSet]", cached)
+    if len(keys) > 1:  # one chunk of every layer in memory at a time: rows x (d_1 + ... + d_L) floats
+        chunk_size = max(1, min(chunk_size, (256 << 20) // (4 * max(1, sum(abs(k.dim) for k in keys)))))
+    return _extract_to_cache(folders, run, data, [k.to_json() for k in keys], classes, chunk_size)
+
+
+def _layer_names(backbone: Any, layers: Sequence[str] | str | None) -> list[str | None]:
+    """[None] (the backbone's own layer), or the layer names asked for."""
+    if layers is None:
+        return [None]
+    if not hasattr(backbone, "forward_layers"):
+        raise ValueError(f"layers: {type(backbone).__name__} reads one layer; several layers from one pass need "
+                         "Backbone.from_module(...) or an hf: backbone")
+    if layers == "all":
+        if not hasattr(backbone, "all_layers"):
+            raise ValueError("layers: 'all' means every hidden state of an hf: backbone; name the layers of a "
+                             "wrapped module")
+        return list(backbone.all_layers())
+    if isinstance(layers, str):
+        return [layers]
+    names = [check.string(x, "layers") for x in layers]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"layers: expected distinct layer names, got {layers!r}")
+    return list(names)
 
 
 @dataclass(frozen=True)
@@ -177,15 +215,20 @@ class CacheKey:
 
     @classmethod
     def of(cls, backbone: Any, dataset: Any, data: Any, transform: str, amp: bool, views: int | None, seed: int,
-           content: str | None) -> CacheKey:
+           content: str | None, layer: str | None = None) -> CacheKey:
         """The key of ``data`` (the images as they go through the backbone) drawn from ``dataset``; ``views``:
-        None for clean images, else the views per image of an augmentation under ``seed``."""
+        None for clean images, else the views per image of an augmentation under ``seed``; ``layer``: one of
+        several layers read in one pass (its width from ``backbone.layer_dim`` where it tells, else -1)."""
         augmented: dict[str, Any] = (dict(views=views, augment_seed=seed, images=len(dataset)) if views is not None
                                      else {})
+        own = getattr(backbone, "layer", "penultimate")
+        dim = int(getattr(backbone, "dim", 0))
+        if layer is not None and layer != own:
+            dim = int(backbone.layer_dim(layer)) if hasattr(backbone, "layer_dim") else -1
         return cls(getattr(backbone, "name", type(backbone).__name__),
                    backbone.weights_digest() if hasattr(backbone, "weights_digest") else "unknown",
-                   getattr(backbone, "weights_source", "unknown"), getattr(backbone, "layer", "penultimate"),
-                   getattr(backbone, "pool", None), int(getattr(backbone, "dim", 0)), transform, dataset.name,
+                   getattr(backbone, "weights_source", "unknown"), own if layer is None else layer,
+                   getattr(backbone, "pool", None), dim, transform, dataset.name,
                    dataset.split, len(data), bool(amp), content=content, **augmented)
 
     def to_json(self) -> dict[str, Any]:
@@ -283,12 +326,18 @@ def _augment(backbone: Any, augment: Any, transform_id: str | None, image_size: 
 
 class _Runner:
     def __init__(self, backbone: Any, data: Any, batch_size: int, device: torch.device, num_workers: int, amp: bool,
-                 progress: bool) -> None:
+                 progress: bool, layers: Sequence[str | None] = (None,)) -> None:
         self.backbone, self.data, self.batch_size = backbone, data, batch_size
         self.device, self.num_workers, self.amp, self.progress = device, num_workers, amp, progress
+        self.layers = list(layers)
 
-    def features(self, start: int, stop: int, desc: str = "features", bar: Any = None) -> np.ndarray:
-        """(stop - start, d) float32 features of samples [start, stop)."""
+    def _forward(self, batch: Any) -> list[torch.Tensor]:
+        if self.layers == [None]:
+            return [self.backbone(batch)]
+        return list(self.backbone.forward_layers(batch, self.layers))
+
+    def features(self, start: int, stop: int, desc: str = "features", bar: Any = None) -> list[np.ndarray]:
+        """[(stop - start, d_l) float32 features of samples [start, stop)], one per layer."""
         subset = torch.utils.data.Subset(self.data, range(start, stop))
         loader = torch.utils.data.DataLoader(subset, batch_size=self.batch_size, shuffle=False,
                                              num_workers=self.num_workers,
@@ -296,72 +345,83 @@ class _Runner:
         own_bar = bar is None
         if own_bar:
             bar = progress_bar(None, self.progress, total=stop - start, desc=desc, unit="img")
-        parts: list[np.ndarray] = []
+        parts: list[list[np.ndarray]] = [[] for _ in self.layers]
         dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         dtype_in = next((p.dtype for p in self.backbone.parameters()), None)  # float64 models take float64 images
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=self.amp):
-            for images, _ in loader:
-                images = images.to(self.device, non_blocking=True)
-                if dtype_in is not None and images.is_floating_point():
-                    images = images.to(dtype_in)
-                out = self.backbone(images)
-                parts.append(out.float().cpu().numpy())
-                bar.update(len(images))
+            for batch, _ in loader:
+                if isinstance(batch, torch.Tensor):  # images; texts (a list of strings) are tokenised by the model
+                    batch = batch.to(self.device, non_blocking=True)
+                    if dtype_in is not None and batch.is_floating_point():
+                        batch = batch.to(dtype_in)
+                for part, out in zip(parts, self._forward(batch)):
+                    part.append(out.float().cpu().numpy())
+                bar.update(len(batch))
         if own_bar:
             bar.close()
-        if not parts:
-            return np.zeros((0, getattr(self.backbone, "dim", 0)), dtype=np.float32)
-        return np.concatenate(parts).astype(np.float32, copy=False)
+        if not parts[0]:
+            return [np.zeros((0, getattr(self.backbone, "dim", 0)), dtype=np.float32) for _ in self.layers]
+        return [np.concatenate(p).astype(np.float32, copy=False) for p in parts]
 
 
-def _extract_to_cache(folder: str, run: _Runner, data: Any, meta: dict[str, Any], classes: list[str],
-                      chunk_size: int) -> FeatureSet:
+def _extract_to_cache(folders: list[str], run: _Runner, data: Any, metas: list[dict[str, Any]], classes: list[str],
+                      chunk_size: int) -> list[FeatureSet]:
+    """Each layer's features into its folder, chunk by chunk (every layer of a chunk from one pass), then
+    joined; a chunk done for every layer is not recomputed (the unit of resumption)."""
     n = len(data)
     targets = np.asarray(data.targets, dtype=np.int64)
     starts = list(range(0, n, chunk_size)) or [0]
     reused = 0
-    bar = progress_bar(None, run.progress, total=n, desc=f"features {meta['model']} {meta['dataset']}/{meta['split']}",
-                       unit="img")
+    bar = progress_bar(None, run.progress, total=n, desc=f"features {metas[0]['model']} {metas[0]['dataset']}/"
+                                                          f"{metas[0]['split']}", unit="sample")
     for c, start in enumerate(starts):
         stop = min(n, start + chunk_size)
-        base = os.path.join(folder, f"chunk-{c:05d}")
-        if _chunk_ok(base, stop - start):
+        bases = [os.path.join(folder, f"chunk-{c:05d}") for folder in folders]
+        if all([_chunk_ok(base, stop - start) for base in bases]):
             reused += 1
             bar.update(stop - start)
             continue
-        X = run.features(start, stop, bar=bar)
-        write_npy(base + ".X.npy", X)
-        write_npy(base + ".y.npy", targets[start:stop])
-        write_json(base + ".json", {"rows": stop - start, "X": sha256_file(base + ".X.npy"),
-                                    "y": sha256_file(base + ".y.npy")})  # the commit record, written last
+        for base, X in zip(bases, run.features(start, stop, bar=bar)):
+            write_npy(base + ".X.npy", X)
+            write_npy(base + ".y.npy", targets[start:stop])
+            write_json(base + ".json", {"rows": stop - start, "X": sha256_file(base + ".X.npy"),
+                                        "y": sha256_file(base + ".y.npy")})  # the commit record, written last
     bar.close()
-    # Join the chunks into one array per kind, then write the manifest last.
+    out = []
+    for folder, meta in zip(folders, metas):
+        fs = _join_chunks(folder, len(starts), n, meta, classes)
+        fs.metadata["cache"] = "resumed" if reused else "computed"
+        fs.metadata["chunks_reused"] = reused
+        out.append(fs)
+    return out
+
+
+def _join_chunks(folder: str, chunks: int, n: int, meta: dict[str, Any], classes: list[str]) -> FeatureSet:
+    """The chunks of one folder joined into one array per kind, the manifest written last."""
     d: int | None = None  # the features' width, from the "X" chunks
     for kind, dtype in (("X", np.float32), ("y", np.int64)):
-        parts = [np.load(os.path.join(folder, f"chunk-{c:05d}.{kind}.npy"), mmap_mode="r") for c in range(len(starts))]
+        parts = [np.load(os.path.join(folder, f"chunk-{c:05d}.{kind}.npy"), mmap_mode="r") for c in range(chunks)]
         d = parts[0].shape[1] if kind == "X" else d
         shape = (n, cast(int, d)) if kind == "X" else (n,)
         with atomic_path(os.path.join(folder, "features.npy" if kind == "X" else "labels.npy")) as tmp:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
             row = 0
             for p in parts:
-                out[row:row + len(p)] = p
+                arr[row:row + len(p)] = p
                 row += len(p)
-            out.flush()
-            del out
+            arr.flush()
+            del arr
     manifest = {**meta, "class_names": classes, "dim": int(cast(int, d)),
                 "sha256": {"features.npy": sha256_file(os.path.join(folder, "features.npy")),
                            "labels.npy": sha256_file(os.path.join(folder, "labels.npy"))}}
     write_json(os.path.join(folder, "meta.json"), manifest)
-    for c in range(len(starts)):
+    for c in range(chunks):
         for suffix in (".X.npy", ".y.npy", ".json"):
             remove(os.path.join(folder, f"chunk-{c:05d}{suffix}"))
     fs = _load_complete(folder)
     if fs is None:  # what was just written (and fsynced) does not read back: the disk is full or failing
         raise OSError(f"{folder}: the feature cache just written does not match its checksums (is the disk full or "
                       "failing?); it was removed -- extract again, or pass cache_dir=None")
-    fs.metadata["cache"] = "resumed" if reused else "computed"
-    fs.metadata["chunks_reused"] = reused
     return fs
 
 

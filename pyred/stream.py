@@ -145,13 +145,18 @@ class FeatureStream:
         self.last_pass: dict[str, float] | None = None
         self.projection: torch.Tensor | None = None
         self.dim = self._width()
-        if projection is not None:
-            P = torch.as_tensor(projection)
-            if P.dim() != 2 or P.shape[0] != self.dim or not P.is_floating_point():
-                raise ValueError(f"projection: expected a floating ({self.dim}, k) matrix for the backbone's "
-                                 f"{self.dim} features, got {P.dtype} {tuple(P.shape)}")
-            self.projection = P.to(self.device, self.dtype)
-            self.dim = int(P.shape[1])
+        self._project(projection)
+
+    def _project(self, projection: Any) -> None:
+        """Makes the stream yield ``features @ projection`` (k columns) when one is given."""
+        if projection is None:
+            return
+        P = torch.as_tensor(projection)
+        if P.dim() != 2 or P.shape[0] != self.dim or not P.is_floating_point():
+            raise ValueError(f"projection: expected a floating ({self.dim}, k) matrix for the backbone's "
+                             f"{self.dim} features, got {P.dtype} {tuple(P.shape)}")
+        self.projection = P.to(self.device, self.dtype)
+        self.dim = int(P.shape[1])
 
     def _width(self) -> int:
         """d, the width of the features the stream yields. The paper's and the clean transforms make

@@ -1,0 +1,130 @@
+"""Hugging Face transformers models as backbones: ``pyred.Backbone("hf:NAME_OR_PATH", layer=..., pool=...)``.
+
+Needs the ``[text]`` extra (``transformers``). A local model folder (``save_pretrained``) works offline;
+a hub name downloads as transformers does. The tokenizer comes with the model: a batch of texts is
+tokenised inside the forward pass (``max_length``, ``padding``, ``truncation`` as options), so datasets
+of texts (:class:`pyred.texts.LabeledTexts`) go through ``extract_features`` as images do.
+
+``layer``: ``"hidden_states[k]"`` -- the k-th hidden state as transformers counts them (0 is the
+embedding output, negative k from the end; the default is the last) -- or a submodule's name.
+``pool``: "mean" over the attention mask (the default for encoders), "last" -- the last token the mask
+keeps (the default for decoder-only models) --, "cls", "avg" or "flatten". AMP is honoured by the
+callers' autocast; fp16/bf16 weights and multi-GPU ``device_map`` are not supported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .module_backbone import ModuleBackbone, first_tensor, pool_tokens
+
+PREFIX = "hf:"
+_HIDDEN = re.compile(r"^hidden_states\[(-?\d+)\]$")
+DECODER_TYPES = ("gpt2", "gpt_neo", "gpt_neox", "gptj", "llama", "mistral", "mixtral", "opt", "bloom", "falcon",
+                 "phi", "phi3", "qwen2", "qwen3", "gemma", "gemma2", "olmo", "starcoder2", "codegen")
+
+
+def require_transformers() -> Any:
+    try:
+        import transformers
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("hf: backbones need transformers: pip install 'pyred[text]'") from None
+    return transformers
+
+
+class HFBackbone(ModuleBackbone):
+    """A frozen transformers model (see the module docstring). ``dim``: the layer's width;
+    ``num_hidden_states``: L + 1 (the embeddings and every block); ``is_decoder``; ``tokenizer``."""
+
+    def __init__(self, name: str, *, layer: str = "hidden_states[-1]", pool: str | None = None,
+                 max_length: int = 128, padding: str = "longest", truncation: bool = True,
+                 pretrained: bool = True) -> None:
+        transformers = require_transformers()
+        path = name[len(PREFIX):] if name.startswith(PREFIX) else name
+        if not path:
+            raise ValueError("name: 'hf:' needs a model name or folder after it, e.g. 'hf:./tiny-bert'")
+        local = os.path.isdir(path)
+        kw: dict[str, Any] = {"local_files_only": True} if local else {}
+        transformers.utils.logging.disable_progress_bar()  # pyred shows its own bars
+        try:
+            config = transformers.AutoConfig.from_pretrained(path, **kw)
+            model = (transformers.AutoModel.from_pretrained(path, **kw) if pretrained
+                     else transformers.AutoModel.from_config(config))
+        except OSError as exc:
+            where = f"the folder {path}" if local else f"the hub name {path!r} (network needed)"
+            raise ValueError(f"name: no transformers model could be loaded from {where}: {str(exc).splitlines()[0]}"
+                             ) from None
+        self.is_decoder = bool(getattr(config, "is_decoder", False)) or config.model_type in DECODER_TYPES
+        super().__init__(model, layer="", pool=pool or ("last" if self.is_decoder else "mean"), name=PREFIX + path)
+        self.layer = layer
+        self.num_hidden_states = int(getattr(config, "num_hidden_layers", 0)) + 1
+        self.hidden_index(layer)  # checks the name
+        self.weights_source = f"transformers {'folder' if local else 'hub'} {path}" + ("" if pretrained else
+                                                                                        " (random init)")
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, **kw)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"name: {path} has no tokenizer transformers can load ({str(exc).splitlines()[0]})"
+                             ) from None
+        if self.tokenizer.pad_token is None:  # decoder-only tokenizers often have none: pad with end-of-text
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        self.max_length, self.padding, self.truncation = int(max_length), padding, bool(truncation)
+        width = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0))
+        self.dim = width if self.hidden_index(layer) is not None and pool != "flatten" else self.measure(["a"])
+
+    def hidden_index(self, layer: str) -> int | None:
+        """k of "hidden_states[k]" (as given), None for a module name; ValueError when out of range."""
+        m = _HIDDEN.match(layer)
+        if m is None:
+            self.resolve(layer)
+            return None
+        k = int(m.group(1))
+        if not -self.num_hidden_states <= k < self.num_hidden_states:
+            raise ValueError(f"layer: {layer} is outside the model's {self.num_hidden_states} hidden states "
+                             f"(0 = embeddings ... {self.num_hidden_states - 1}, or negative from the end)")
+        return k
+
+    def all_layers(self) -> list[str]:
+        """Every hidden state, embeddings first: ``layers="all"``."""
+        return [f"hidden_states[{k}]" for k in range(self.num_hidden_states)]
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("texts: expected a list of strings (a batch)")
+        batch = self.tokenizer(list(texts), max_length=self.max_length, padding=self.padding,
+                               truncation=self.truncation, return_tensors="pt")
+        device = next(self.model.parameters()).device
+        return {k: v.to(device) for k, v in batch.items()}
+
+    def forward_layers(self, x: Any, layers: Sequence[str]) -> list[torch.Tensor]:
+        """Several layers of a batch of texts (or a tokenised batch) from one forward pass."""
+        batch = self.tokenize(x) if not isinstance(x, dict) else x
+        indices = [self.hidden_index(name) for name in layers]
+        modules = [name for name, k in zip(layers, indices) if k is None]
+        captured: dict[str, torch.Tensor] = {}
+        handles = [self.resolve(name).register_forward_hook(
+            lambda _m, _i, out, name=name: captured.setdefault(name, first_tensor(out))) for name in modules]
+        try:
+            out = self.model(**batch, output_hidden_states=any(k is not None for k in indices))
+        finally:
+            for h in handles:
+                h.remove()
+        mask = batch.get("attention_mask")
+        return [pool_tokens(out.hidden_states[k] if k is not None else captured[name], self.pool, mask)
+                for name, k in zip(layers, indices)]
+
+    def forward(self, x: Any) -> torch.Tensor:
+        return self.forward_layers(x, [self.layer])[0]
+
+    def transform_id(self, paper: bool = False, **_: Any) -> str:
+        """The tokenizer and its options (what turns a text into the model's input)."""
+        vocab = sorted(self.tokenizer.get_vocab().items())
+        h = hashlib.sha256(repr((vocab, self.tokenizer.all_special_tokens, self.tokenizer.padding_side)).encode())
+        return (f"tokenizer {type(self.tokenizer).__name__} {h.hexdigest()[:16]} max_length={self.max_length} "
+                f"padding={self.padding} truncation={self.truncation}")

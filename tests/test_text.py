@@ -1,0 +1,202 @@
+"""Any torch module and Hugging Face transformers as backbones, texts as datasets, several layers per pass.
+
+The transformers models are tiny, randomly initialised BERT- and GPT-2-style models built from their
+config classes and saved to a folder with a word-level tokenizer: nothing is downloaded."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import pyred
+from pyred.texts import LabeledTexts
+
+T = pytest.importorskip("transformers")
+WORDS = "[PAD] [UNK] [CLS] [SEP] the a cat dog sat on mat ran fast slow big small red blue".split()
+TEXTS = ["the cat sat", "a big red dog ran fast on the mat", "blue", "the small cat ran slow on a red mat"]
+
+
+def tiny(folder, kind, seed=0):
+    """A tiny model of ``kind`` ("bert" or "gpt2") and its tokenizer, saved under ``folder``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    torch.manual_seed(seed)
+    if kind == "bert":
+        fast = T.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]")
+        model = T.BertModel(T.BertConfig(vocab_size=len(WORDS), hidden_size=16, num_hidden_layers=3,
+                                         num_attention_heads=2, intermediate_size=32, max_position_embeddings=32))
+    else:
+        fast = T.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", eos_token="[SEP]")
+        model = T.GPT2Model(T.GPT2Config(vocab_size=len(WORDS), n_embd=16, n_layer=3, n_head=2, n_positions=32))
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return model.eval(), str(folder)
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    return tiny(tmp_path_factory.mktemp("bert"), "bert")
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory):
+    return tiny(tmp_path_factory.mktemp("gpt2"), "gpt2")
+
+
+def reference(model, folder, texts, k):
+    """The model's own hidden state k on a right-padded batch, and the attention mask."""
+    tok = T.AutoTokenizer.from_pretrained(folder)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    batch = tok(texts, padding="longest", return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch, output_hidden_states=True).hidden_states[k].double(), batch["attention_mask"]
+
+
+@pytest.mark.parametrize("k", [0, 2, -1])
+def test_hidden_states_are_the_models_own_pooled_by_hand(bert, gpt2, k):
+    for (model, folder), pool in ((bert, "mean"), (gpt2, "last")):
+        bb = pyred.Backbone("hf:" + folder, layer=f"hidden_states[{k}]")
+        assert bb.pool == pool and bb.dim == 16 and bb.num_hidden_states == 4
+        H, mask = reference(model, folder, TEXTS, k)
+        if pool == "mean":  # the mean over the tokens the mask keeps, computed per row
+            want = torch.stack([H[i, :int(mask[i].sum())].mean(0) for i in range(len(TEXTS))])
+        else:  # the last real token of each row
+            want = torch.stack([H[i, int(mask[i].sum()) - 1] for i in range(len(TEXTS))])
+        with torch.no_grad():
+            got = bb(TEXTS).double()
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_every_pooling_by_hand(bert):
+    model, folder = bert
+    H, mask = reference(model, folder, TEXTS, 1)
+    for pool, want in (("cls", H[:, 0]), ("avg", H.mean(1)), ("flatten", H.flatten(1))):
+        bb = pyred.Backbone("hf:" + folder, layer="hidden_states[1]", pool=pool)
+        with torch.no_grad():
+            torch.testing.assert_close(bb(TEXTS).double(), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="outside the model's 4 hidden states"):
+        pyred.Backbone("hf:" + folder, layer="hidden_states[4]")
+    with pytest.raises(ValueError, match="not a submodule"):
+        pyred.Backbone("hf:" + folder, layer="encoder.layers.9")
+
+
+def test_left_padding_last_token(gpt2):
+    model, folder = gpt2
+    bb = pyred.Backbone("hf:" + folder)
+    bb.tokenizer.padding_side = "left"
+    batch = bb.tokenizer(TEXTS, padding="longest", return_tensors="pt")
+    assert (batch["attention_mask"][:, 0] == 0).any()  # some rows padded on the left
+    with torch.no_grad():
+        H = model(**batch, output_hidden_states=True).hidden_states[-1]
+        got = bb(TEXTS)
+    torch.testing.assert_close(got, H[:, -1], rtol=1e-5, atol=1e-6)  # left padding: every row ends with its text
+
+
+def texts(split="test", n=None, edit=None):
+    t = list(TEXTS * 3)[:n] if n else list(TEXTS * 3)
+    if edit is not None:
+        t[edit] = t[edit] + " cat"
+    return LabeledTexts(t, [i % 2 for i in range(len(t))], ["a", "b"], "toy", split)
+
+
+def test_one_pass_for_several_layers_equals_separate_passes(bert, tmp_path):
+    _, folder = bert
+    layers = ["hidden_states[0]", "hidden_states[3]", "encoder.layer.1.output"]
+    together = pyred.extract_features(pyred.Backbone("hf:" + folder), texts(), layers=layers, progress=False,
+                                      cache_dir=tmp_path, batch_size=5)
+    assert [fs.metadata["layer"] for fs in together] == layers
+    for name, fs in zip(layers, together):
+        alone = pyred.extract_features(pyred.Backbone("hf:" + folder, layer=name), texts(), progress=False,
+                                       batch_size=3)
+        np.testing.assert_allclose(np.asarray(fs.X), alone.X, rtol=1e-5, atol=1e-6)
+        assert np.array_equal(fs.y, alone.y)
+    again = pyred.extract_features(pyred.Backbone("hf:" + folder), texts(), layers=layers, progress=False,
+                                   cache_dir=tmp_path)
+    assert [fs.metadata["cache"] for fs in again] == ["hit"] * 3
+    everything = pyred.extract_features(pyred.Backbone("hf:" + folder), texts(), layers="all", progress=False)
+    assert len(everything) == 4
+
+
+def test_cache_key_follows_the_texts_and_the_weights(bert, tmp_path):
+    _, folder = bert
+    bb = pyred.Backbone("hf:" + folder)
+    first = pyred.extract_features(bb, texts(), cache_dir=tmp_path, progress=False)
+    assert first.metadata["cache"] == "computed"
+    assert pyred.extract_features(bb, texts(), cache_dir=tmp_path, progress=False).metadata["cache"] == "hit"
+    edited = pyred.extract_features(bb, texts(edit=2), cache_dir=tmp_path, progress=False)
+    assert edited.metadata["cache"] == "computed" and not np.array_equal(np.asarray(edited.X), np.asarray(first.X))
+    _, other = tiny(tmp_path / "other", "bert", seed=1)  # same architecture, other weights
+    moved = pyred.extract_features(pyred.Backbone("hf:" + other), texts(), cache_dir=tmp_path, progress=False)
+    assert moved.metadata["cache"] == "computed" and moved.metadata["weights"] != first.metadata["weights"]
+
+
+class Net(nn.Module):
+    """A module whose blocks return tuples, the way many research models do."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.block = Pair()
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h, _ = self.block(torch.relu(self.conv(x)))
+        return self.head(h.mean((2, 3)))
+
+
+class Pair(nn.Module):
+    def forward(self, x):
+        return x * 2, x
+
+
+def test_any_module_as_a_backbone():
+    torch.manual_seed(0)
+    net = Net().eval()
+    x = torch.randn(3, 3, 8, 8)
+    for layer, pool, want in (("conv", "avg", net.conv(x).mean((2, 3))),
+                              ("block", "flatten", (2 * torch.relu(net.conv(x))).flatten(1)),
+                              ("", "avg", net(x))):
+        bb = pyred.Backbone.from_module(net, layer=layer, pool=pool, name="net")
+        with torch.no_grad():
+            torch.testing.assert_close(bb(x), want)
+    bb = pyred.Backbone.from_module(net, layer="conv", pool="avg", name="net")
+    with torch.no_grad():
+        a, b = bb.forward_layers(x, ["conv", "block"])
+    torch.testing.assert_close(b, (2 * torch.relu(net.conv(x))).mean((2, 3)))
+    assert bb.measure(x) == 4 and not any(p.requires_grad for p in net.parameters())
+    with pytest.raises(ValueError, match="not a submodule"):
+        pyred.Backbone.from_module(net, layer="nope")
+    with pytest.raises(ValueError, match="pool: expected one of"):
+        pyred.Backbone.from_module(net, layer="conv", pool="max")
+
+
+def test_module_backbone_extracts_images_with_its_transform(tmp_path):
+    torch.manual_seed(0)
+    net = Net().eval()
+    images = pyred.datasets.load("digits", "test").subset(np.arange(10))
+    import torchvision.transforms as tv
+
+    bb = pyred.Backbone.from_module(net, layer="conv", pool="avg", name="net",
+                                    transform=tv.Compose([tv.Resize(8), tv.ToTensor()]), transform_id="resize8")
+    fs = pyred.extract_features(bb, images, cache_dir=tmp_path, progress=False)
+    assert fs.X.shape == (10, 4) and fs.metadata["transform"] == "custom:resize8"
+    assert pyred.extract_features(bb, images, cache_dir=tmp_path, progress=False).metadata["cache"] == "hit"
+
+
+def test_text_folder(tmp_path):
+    for split, n in (("train", 10), ("test", 3)):
+        for c in ("neg", "pos"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                (tmp_path / split / c / f"{i}.txt").write_text(f"{c} text {i}", encoding="utf-8")
+    train, val, test = (pyred.datasets.load("text-folder", s, root=tmp_path) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (18, 2, 6) and test.classes == ["neg", "pos"]
+    assert set(train.texts).isdisjoint(val.texts) and test[0] == ("neg text 0", 0)
+    assert train.content_id() != val.content_id()
+    with pytest.raises(FileNotFoundError, match="text-folder: no"):
+        pyred.datasets.load("text-folder", "test", root=tmp_path / "train")
+    with pytest.raises(TypeError, match="texts: expected strings"):
+        LabeledTexts(["a", 3], [0, 1], ["x", "y"], "bad", "test")
