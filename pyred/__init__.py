@@ -39,6 +39,7 @@ _LAZY = {
     "extract_features": ("pyred.features", "extract_features"),
     "layer_cka": ("pyred.layer_cka", "layer_cka"),
     "datasets": ("pyred.datasets", None),
+    "texts": ("pyred.texts", None),
     "study": ("pyred.study", None),
 }
 

@@ -8,6 +8,7 @@ paper probes; any other module name gives that module's output, pooled.
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any, Literal, cast, get_args
 
@@ -193,6 +194,15 @@ class Backbone(nn.Module):
                  for p in (k.encode(), str(tuple(v.shape)).encode(), v.detach().cpu().contiguous().numpy().tobytes()))
         self._digest = (stamp, sha256_parts(parts))
         return self._digest[1]
+
+
+def _init_signature() -> inspect.Signature:
+    """Backbone's signature is its __init__'s (its __new__ only routes "hf:" names elsewhere)."""
+    sig = inspect.signature(Backbone.__init__)
+    return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+
+Backbone.__signature__ = _init_signature()  # type: ignore[attr-defined]
 
 
 def check_model_name(name: str) -> str:

@@ -223,7 +223,7 @@ class CacheKey:
                                      else {})
         own = getattr(backbone, "layer", "penultimate")
         dim = int(getattr(backbone, "dim", 0))
-        if layer is not None and layer != own:
+        if layer is not None:  # the same key whichever layer of the pass is the backbone's own
             dim = int(backbone.layer_dim(layer)) if hasattr(backbone, "layer_dim") else -1
         return cls(getattr(backbone, "name", type(backbone).__name__),
                    backbone.weights_digest() if hasattr(backbone, "weights_digest") else "unknown",

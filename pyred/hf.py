@@ -75,8 +75,8 @@ class HFBackbone(ModuleBackbone):
         if self.tokenizer.pad_token is None:  # decoder-only tokenizers often have none: pad with end-of-text
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         self.max_length, self.padding, self.truncation = int(max_length), padding, bool(truncation)
-        width = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0))
-        self.dim = width if self.hidden_index(layer) is not None and pool != "flatten" else self.measure(["a"])
+        self.width = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0))
+        self.dim = self.width if self.hidden_index(layer) is not None and pool != "flatten" else self.measure(["a"])
 
     def hidden_index(self, layer: str) -> int | None:
         """k of "hidden_states[k]" (as given), None for a module name; ValueError when out of range."""
@@ -89,6 +89,10 @@ class HFBackbone(ModuleBackbone):
             raise ValueError(f"layer: {layer} is outside the model's {self.num_hidden_states} hidden states "
                              f"(0 = embeddings ... {self.num_hidden_states - 1}, or negative from the end)")
         return k
+
+    def layer_dim(self, layer: str) -> int:
+        """The width of a hidden state (-1 where it is only known by running: a module's output, flatten)."""
+        return self.width if self.hidden_index(layer) is not None and self.pool != "flatten" else -1
 
     def all_layers(self) -> list[str]:
         """Every hidden state, embeddings first: ``layers="all"``."""

@@ -200,3 +200,45 @@ def test_text_folder(tmp_path):
         pyred.datasets.load("text-folder", "test", root=tmp_path / "train")
     with pytest.raises(TypeError, match="texts: expected strings"):
         LabeledTexts(["a", 3], [0, 1], ["x", "y"], "bad", "test")
+
+
+def text_folder_root(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 20), ("test", 8)):
+        for c, words in (("animals", ["cat", "dog", "the", "a", "big"]), ("colours", ["red", "blue", "small", "on"])):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                (tmp_path / split / c / f"{i}.txt").write_text(" ".join(rng.choice(words, 6)), encoding="utf-8")
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_a_study_of_every_layer_of_a_language_model(bert, tmp_path, capsys):
+    """pyred run --model hf:PATH --dataset text-folder --data-root DIR --layers all: one pass per split for the 4
+    hidden states, results and a DR-vs-depth table and plot per layer; the paper protocol is refused."""
+    from pyred.study.cli import main
+
+    _, folder = bert
+    data = text_folder_root(tmp_path / "texts")
+    out = tmp_path / "run"
+    args = ["run", "--model", "hf:" + folder, "--dataset", "text-folder", "--data-root", str(data), "--layers", "all",
+            "--fractions", "0.25,0.5", "--seeds", "1,2", "--epochs", "3", "--out", str(out), "--quiet"]
+    assert main(args + ["--protocol", "paper"]) == 2
+    assert "protocol: 'paper' augments images; texts" in capsys.readouterr().err
+    assert main(args) == 0
+    import sqlite3
+
+    with sqlite3.connect(out / "results.sqlite") as c:
+        layers = sorted({r[0] for r in c.execute("SELECT layer FROM results")})
+    assert layers == [f"hidden_states[{k}]" for k in range(4)]
+    report = (out / "report.md").read_text()
+    assert "### Across layers" in report and (out / "dr_vs_depth.png").exists()
+    # one forward pass per split fed all four layers: their caches were written together
+    import glob
+    import json
+
+    metas = [json.load(open(p)) for p in glob.glob(str(out / "cache" / "*" / "*" / "meta.json"))]
+    assert len(metas) == 4 * 3 and {m["layer"] for m in metas} == set(layers)
+    assert main(["run", "--model", "hf:" + folder, "--dataset", "digits", "--out", str(tmp_path / "x"),
+                 "--quiet"]) == 2
+    assert "hf: models read texts" in capsys.readouterr().err

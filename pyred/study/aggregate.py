@@ -180,3 +180,13 @@ def _why_no_dr(rs: list[ResultRow], acc: list[ResultRow]) -> str:
     if not any(0 < r.fraction < 1 for r in acc):
         return "no fraction strictly between 0 and 1 has a probe result"
     return "the full layer's accuracy is 0"
+
+
+def depth_series(groups: list[GroupSummary], order: list[str]) -> dict[tuple[str, str], list[GroupSummary]]:
+    """{(model, dataset): its random-subset groups in layer order} where a model has two layers or more."""
+    by: dict[tuple[str, str], list[GroupSummary]] = {}
+    for g in groups:
+        if g.method == "random":
+            by.setdefault((g.model, g.dataset), []).append(g)
+    rank = {layer: i for i, layer in enumerate(order)}
+    return {k: sorted(v, key=lambda g: rank.get(g.layer, len(rank))) for k, v in by.items() if len(v) > 1}

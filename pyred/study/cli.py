@@ -38,6 +38,10 @@ def _names(text: str) -> list[str]:
     return names
 
 
+def _layers(text: str) -> str | list[str]:
+    return "all" if text.strip() == "all" else _names(text)
+
+
 def _select(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--config", help="a configuration id (or a unique prefix; 'pyred runs DIR' lists them)")
@@ -49,8 +53,12 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     r = sub.add_parser("run", help="run a study (no arguments: the built-in default on digits)")
     r.add_argument("config", nargs="?", help="a TOML study configuration")
-    r.add_argument("--model", action="append", dest="models", help="timm model name (repeatable)")
+    r.add_argument("--model", action="append", dest="models",
+                   help="timm model name, paper key or hf:NAME_OR_PATH (repeatable)")
     r.add_argument("--dataset", action="append", dest="datasets", help="dataset name (repeatable)")
+    r.add_argument("--layers", type=_layers,
+                   help="layers of every --model, one pass for all: names separated by commas, or 'all' (every "
+                        "hidden state of an hf: model)")
     r.add_argument("--data-root", dest="data_root",
                    help="the folder holding the datasets given without one (for 'folder': DIR/<split>/<class>/<image>)")
     r.add_argument("--features", help=".npz with X_train, y_train, X_test, y_test[, X_val, y_val, class_names]")
@@ -136,7 +144,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides = dict(models=args.models, datasets=args.datasets, features=args.features, fractions=args.fractions,
                      seeds=args.seeds, recipe=args.recipe, device=args.device, out=args.out, epochs=args.epochs,
                      protocol=args.protocol, views=args.views, image_size=args.image_size,
-                     num_workers=args.num_workers, amp=args.amp, data_root=args.data_root)
+                     num_workers=args.num_workers, amp=args.amp, data_root=args.data_root, layers=args.layers)
     if args.no_report:
         overrides["report"] = False
     cfg = load_config(args.config, **overrides)

@@ -25,7 +25,8 @@ __all__ = ["DatasetSpec", "ModelSpec", "StudyConfig", "default_config", "load_co
 def load_config(path: str | None = None, **overrides: Any) -> StudyConfig:
     """A validated StudyConfig from a TOML file (or the default) and command-line overrides.
 
-    Overrides (None: not given): models (timm names), datasets, data_root (the folder of every dataset
+    Overrides (None: not given): models (timm names), layers (for every model given: names, or "all"),
+    datasets, data_root (the folder of every dataset
     given without one), features (an .npz path), fractions, seeds, recipe, device, out, epochs (sgd
     epochs), protocol, views, image_size, num_workers, amp. Relative paths in the TOML file (features,
     weights, dataset roots, out, cache_dir) are relative to the file's folder; those of overrides to the
@@ -38,12 +39,20 @@ def load_config(path: str | None = None, **overrides: Any) -> StudyConfig:
     raw = dict(raw)
     epochs = overrides.pop("epochs", None)
     data_root = overrides.pop("data_root", None)
+    layers = overrides.pop("layers", None)
+    if layers is not None:
+        if overrides.get("models") is None:
+            raise ConfigError("layers: --layers applies to the models given with --model; give --model too")
+        overrides["models"] = [{"name": m, "layers": layers if layers == "all" else list(layers)}
+                               for m in overrides["models"]]
     for key, value in overrides.items():
         if value is None:
             continue
         if key == "features":
             raw["models"] = [{"name": os.path.splitext(os.path.basename(value))[0], "features": value}]
             raw["datasets"] = ["features"]
+        elif key == "models":
+            raw[key] = list(value)
         else:
             raw[key] = list(value) if isinstance(value, (list, tuple)) else value
     if epochs is not None:
@@ -98,7 +107,8 @@ def parse(raw: dict[str, Any], source: str = "config") -> StudyConfig:
     else:
         if not isinstance(models_raw, list):
             raise ConfigError(f"models: expected a list of models, got {models_raw!r}")
-        models = tuple(ModelSpec.parse(m, f"models[{i}]") for i, m in enumerate(models_raw))
+        models = tuple(ModelSpec.parse(m, f"models[{i}]{sub}") for i, entry in enumerate(models_raw)
+                       for sub, m in _each_layer(entry, f"models[{i}]"))
     datasets = raw.get("datasets")
     if datasets is None:
         datasets = ["features"] if models and all(m.features for m in models) else list(base.datasets)
@@ -108,6 +118,39 @@ def parse(raw: dict[str, Any], source: str = "config") -> StudyConfig:
     cfg = _with_weights_dir(cfg)
     validate(cfg)
     return cfg
+
+
+def _each_layer(entry: Any, where: str) -> list[tuple[str, Any]]:
+    """A model entry with ``layers = [...]`` (or "all": every hidden state of an hf: model) as one entry per
+    layer, in order (their results share one forward pass per split)."""
+    if not isinstance(entry, dict) or "layers" not in entry:
+        return [("", entry)]
+    if "layer" in entry:
+        raise ConfigError(f"{where}: give layer or layers, not both")
+    layers = entry["layers"]
+    if layers == "all":
+        name = entry.get("name", "")
+        if not isinstance(name, str) or not name.startswith("hf:"):
+            raise ConfigError(f"{where}.layers: 'all' means every hidden state of an hf: model; list the layers "
+                              f"of {name!r}")
+        layers = [f"hidden_states[{k}]" for k in range(_hidden_states(name[3:], where))]
+    layers = as_list(layers, f"{where}.layers")
+    if not layers or len(set(map(str, layers))) != len(layers):
+        raise ConfigError(f"{where}.layers: expected distinct layer names, got {entry['layers']!r}")
+    rest = {k: v for k, v in entry.items() if k != "layers"}
+    return [(f".layers[{j}]", {**rest, "layer": layer}) for j, layer in enumerate(layers)]
+
+
+def _hidden_states(path: str, where: str) -> int:
+    """L + 1 for the transformers model at ``path`` (its config only)."""
+    try:
+        from ..hf import require_transformers
+
+        transformers = require_transformers()
+        cfg = transformers.AutoConfig.from_pretrained(path, local_files_only=os.path.isdir(path))
+    except (ModuleNotFoundError, OSError, ValueError) as exc:
+        raise ConfigError(f"{where}: cannot read the config of hf:{path} ({str(exc).splitlines()[0]})") from None
+    return int(cfg.num_hidden_layers) + 1
 
 
 def _paper_experiment(raw: dict[str, Any]) -> dict[str, Any]:

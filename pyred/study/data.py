@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,7 +60,6 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, di
         return LayerData(model.name, dataset.label, model.layer, z["X_train"], z["y_train"], z["X_val"], z["y_val"],
                          z["X_test"], z["y_test"], z["class_names"], str(features_digest), dataset_name=dataset.name)
     from .. import datasets
-    from ..backbones import Backbone
     from ..features import extract_features
 
     cache = cfg.cache_dir or os.path.join(os.path.abspath(cfg.out), "cache")
@@ -67,23 +67,26 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, di
     size = cfg.eval_size()
     norm = model.normalization_in(cfg.normalization)  # a paper key's: what the reference normalised with
     clean: dict[str, Any] = dict(transform="paper", image_size=size, normalization=norm) if size else {}
-    made: dict[str, Backbone] = {}
+    made: dict[str, Any] = {}
 
     def extract() -> None:
         # A random-init network is drawn under seed 2 (the reference code's global seed), so every run of the
         # study -- a resumed one, another rank -- probes the same network.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
-            bb = made["backbone"] = Backbone(model.timm_name, pretrained=model.pretrained, weights=model.weights,
-                                             layer=model.layer, pool=model.pool, **dict(model.timm_kwargs))
+            bb = made["backbone"] = _backbone(model)
         common: dict[str, Any] = dict(batch_size=cfg.batch_size, device=cfg.device, cache_dir=cache,
                                       progress=progress, num_workers=cfg.num_workers, amp=cfg.amp)
+        layers = _sibling_layers(cfg, model, bb)
         for split in ("val", "test") if cfg.protocol == "paper" else ("train", "val", "test"):
             kw: dict[str, Any] = dict(clean)
             if split == "train" and cfg.protocol == "views":  # V augmented views of every training image
                 kw = dict(augment="paper", views=cfg.views, seed=0, image_size=size, normalization=norm)
-            splits[split] = extract_features(bb, datasets.load(dataset.name, split, root=dataset.root), **common,
-                                             **kw)
+            images = datasets.load(dataset.name, split, root=dataset.root)
+            if layers:  # every layer of this model in the study from one pass (cached: the others then hit)
+                splits[split] = extract_features(bb, images, layers=layers, **common, **kw)[layers.index(model.layer)]
+            else:
+                splits[split] = extract_features(bb, images, **common, **kw)
 
     dist.rank_zero_first(extract)
     test, val = splits["test"], splits["val"]
@@ -93,6 +96,27 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, di
         return LayerData(model.name, dataset.label, model.layer, train.X, train.y, val.X, val.y, test.X, test.y,
                          test.class_names, ident, dataset_name=dataset.name)
     return _streamed(cfg, model, dataset, made["backbone"], val, test, cast(int, size), norm)
+
+
+def _backbone(model: ModelSpec) -> Any:
+    from ..backbones import Backbone
+
+    if model.is_hf:  # "avg" (the study's default pool) means the model's own: mean over the mask, or last token
+        from ..hf import HFBackbone
+
+        return HFBackbone(model.name, layer=model.layer, pool=None if model.pool == "avg" else model.pool,
+                          pretrained=model.pretrained, **dict(model.timm_kwargs))
+    return Backbone(model.timm_name, pretrained=model.pretrained, weights=model.weights, layer=model.layer,
+                    pool=model.pool, **dict(model.timm_kwargs))
+
+
+def _sibling_layers(cfg: StudyConfig, model: ModelSpec, bb: Any) -> list[str]:
+    """The layers of every model entry of the study that differs from ``model`` only by its layer, when there
+    are several and the backbone reads several in one pass; [] otherwise."""
+    if not hasattr(bb, "forward_layers"):
+        return []
+    same = [m.layer for m in cfg.models if dataclasses.replace(m, layer=model.layer) == model]
+    return list(dict.fromkeys(same)) if len(set(same)) > 1 else []
 
 
 def _streamed(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, bb: Any, val: FeatureSet, test: FeatureSet,

@@ -14,10 +14,11 @@ from typing import Any, cast
 import numpy as np
 
 from .._files import atomic_write
-from .aggregate import DiffusedRedundancy, GroupSummary, SeedCurve
+from .aggregate import DiffusedRedundancy, GroupSummary, SeedCurve, depth_series
 from .errors import StudyError
 
-PLOTS = ("accuracy_vs_fraction.png", "cka_vs_fraction.png", "dr_vs_delta.png", "gini_vs_accuracy.png")
+PLOTS = ("accuracy_vs_fraction.png", "cka_vs_fraction.png", "dr_vs_delta.png", "gini_vs_accuracy.png",
+         "dr_vs_depth.png")
 HEATMAP = "class_heatmap_{}.png"
 
 
@@ -48,10 +49,10 @@ class Figures:
         self.written.append(self.prefix + name)
         return self.prefix + name
 
-    def all(self, groups: list[GroupSummary]) -> list[str]:
+    def all(self, groups: list[GroupSummary], layer_order: list[str] | None = None) -> list[str]:
         """Every figure of the groups; returns report.md's lines that show them."""
-        names = [name for name in (self.accuracy(groups), self.cka(groups), self.dr(groups), self.gini(groups))
-                 if name]
+        names = [name for name in (self.accuracy(groups), self.cka(groups), self.dr(groups), self.gini(groups),
+                                   self.depth(groups, layer_order or [])) if name]
         heatmaps = [(g.label, self.heatmap(g, i)) for i, g in enumerate(g for g in groups if g.disparity)]
         return ["### Plots", ""] + [f"![{n}]({n})" for n in names] + [f"![{t}]({n})" for t, n in heatmaps] + [""]
 
@@ -107,6 +108,22 @@ class Figures:
         ax.set(xlabel="mean test accuracy", ylabel="Gini of per-class accuracy", title="Per-class disparity")
         ax.legend(fontsize=7)
         return self.save(fig, PLOTS[3])
+
+    def depth(self, groups: list[GroupSummary], order: list[str]) -> str | None:
+        """DR(0.9) layer by layer, one line per (model, dataset) with several layers."""
+        series = {k: [g for g in v if g.dr is not None] for k, v in depth_series(groups, order).items()}
+        series = {k: v for k, v in series.items() if len(v) > 1}
+        if not series:
+            return None
+        fig, ax = self._axes()
+        for (model, dataset), gs in series.items():
+            ax.plot(range(len(gs)), [cast(DiffusedRedundancy, g.dr).get("nearest", 0.9) for g in gs], marker="o",
+                    label=f"{model} / {dataset}")
+        labels = [g.layer for g in next(iter(series.values()))]
+        ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
+        ax.set(xlabel="layer", ylabel="DR(0.9)", title="Diffused redundancy across layers (nearest rule)")
+        ax.legend(fontsize=7)
+        return self.save(fig, PLOTS[4])
 
     def heatmap(self, g: GroupSummary, i: int) -> str:
         M = np.array([d.per_class for d in g.disparity])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._files import atomic_write, remove, write_json
-from .aggregate import GroupSummary, analyse
+from .aggregate import GroupSummary, analyse, depth_series
 from .errors import StudyError
 from .identity import ConfigIdentity
 from .plots import HEATMAP, PLOTS, Figures
@@ -81,7 +81,7 @@ def write_report(out: str, *, config: str | None = None, all_configs: bool = Fal
     written: list[str] = []
     for a in analyses:
         lines += _config_section(a, several)
-        lines += Figures(dest, f"{a.id}_" if several else "", written).all(a.groups)
+        lines += Figures(dest, f"{a.id}_" if several else "", written).all(a.groups, _layer_order(a.identity))
     with atomic_write(os.path.join(dest, "report.md")) as f:
         f.write("\n".join(lines) + "\n")
     for path in glob.glob(os.path.join(dest, "*.png")):  # plots of an earlier report that this one does not have
@@ -106,7 +106,33 @@ def _config_section(a: ConfigAnalysis, several: bool) -> list[str]:
     if not a.complete:
         lines += [f"**This configuration is {a.progress}.** Its tables and plots show the units finished so "
                   "far; run `pyred run` with the same configuration again to finish it.", ""]
-    return lines + _dr_tables(a.groups) + _missing_and_diverged(a.groups) + _per_fraction(a.groups)
+    return (lines + _dr_tables(a.groups) + _across_layers(a.groups, _layer_order(a.identity))
+            + _missing_and_diverged(a.groups) + _per_fraction(a.groups))
+
+
+def _layer_order(identity: ConfigIdentity) -> list[str]:
+    """The layers in the order the configuration lists them (a model's depth order)."""
+    return list(dict.fromkeys(m.layer for m in identity.models))
+
+
+def _across_layers(groups: list[GroupSummary], order: list[str]) -> list[str]:
+    """Per (model, dataset) with several layers: DR, accuracy and CKA layer by layer (depth order)."""
+    series = depth_series(groups, order)
+    if not series:
+        return []
+    lines = ["### Across layers (random subsets)", "",
+             "| model / dataset | layer | full acc. | DR(0.9) | acc. at f = 0.1 | CKA at f = 0.1 |",
+             "|---|---|---|---|---|---|"]
+    for (model, dataset), gs in series.items():
+        for g in gs:
+            acc = g.accuracy.at(0.1) if g.accuracy is not None else None
+            cka = g.cka.at(0.1) if g.cka is not None else None
+            lines.append(f"| {model} / {dataset} | {g.layer} | "
+                         + (f"{g.full_accuracy:.4f}" if g.full_accuracy is not None else "–") + " | "
+                         + (f"{g.dr.get('nearest', 0.9):.2f}" if g.dr is not None else "–") + " | "
+                         + (f"{acc[0]:.4f} ± {acc[1]:.4f}" if acc else "–") + " | "
+                         + (f"{cka[0]:.4f} ± {cka[1]:.4f}" if cka else "–") + " |")
+    return lines + [""]
 
 
 def _dr_tables(groups: list[GroupSummary]) -> list[str]:

@@ -62,7 +62,7 @@ class ModelSpec:
                 _guard(lambda key=key: check.string(getattr(spec, key), f"{where}.{key}"))
         _guard(lambda: check.boolean(spec.pretrained, f"{where}.pretrained"))
         _guard(lambda: check.string(spec.layer, f"{where}.layer"))
-        _guard(lambda: check.choice(spec.pool, f"{where}.pool", POOLS))
+        _guard(lambda: check.choice(spec.pool, f"{where}.pool", POOLS + ("mean", "last")))
         if spec.normalization is not None:
             _guard(lambda: check.choice(spec.normalization, f"{where}.normalization", NORMALIZATIONS))
         kwargs: Any = spec.timm_kwargs
@@ -74,6 +74,11 @@ class ModelSpec:
         elif kwargs != ():
             raise ConfigError(f"{where}.timm_kwargs: expected a table ({{ num_classes = 100 }}), got {kwargs!r}")
         return spec
+
+    @property
+    def is_hf(self) -> bool:
+        """A transformers model (``hf:NAME_OR_PATH``)."""
+        return self.name.startswith("hf:")
 
     @property
     def paper_key(self) -> str | None:

@@ -40,6 +40,12 @@ def check_models(models: tuple[ModelSpec, ...]) -> None:
         if m.features:
             check_features_file(m.features)
             continue
+        if m.is_hf:
+            _check_hf(m)
+            continue
+        if m.pool in ("mean", "last"):
+            raise ConfigError(f"model: pool {m.pool!r} pools tokens over an attention mask, which only hf: models "
+                              f"have; {m.name} takes 'avg', 'cls' or 'flatten'")
         if names is None:
             import timm
 
@@ -65,6 +71,22 @@ def check_models(models: tuple[ModelSpec, ...]) -> None:
                            "holding it)")
     if missing:
         raise ConfigError(f"weights: {len(missing)} checkpoint file(s) missing: " + "; ".join(dict.fromkeys(missing)))
+
+
+def _check_hf(m: ModelSpec) -> None:
+    try:
+        from ..hf import require_transformers
+
+        require_transformers()
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"model: {m.name}: {exc}") from None
+    path = m.name[3:]
+    if not path:
+        raise ConfigError("model: 'hf:' needs a model name or folder after it, e.g. hf:./tiny-bert")
+    if path.startswith((".", "/", "~")) and not os.path.isdir(os.path.expanduser(path)):
+        raise ConfigError(f"model: {m.name}: no model folder {path}")
+    if m.weights is not None:
+        raise ConfigError(f"weights: {m.name} loads the weights of its folder or hub name; drop weights")
 
 
 def check_paper_files(cfg: StudyConfig) -> None:
@@ -129,10 +151,17 @@ def check_datasets(datasets: tuple[DatasetSpec, ...], models: tuple[ModelSpec, .
                               f"available: {registry.available()}")
         if d.root is not None and not os.path.isdir(d.root):
             raise ConfigError(f"datasets: {d.name}'s root {d.root} is not a folder")
-        if d.name == "folder" and d.root is None:
-            raise ConfigError("datasets: 'folder' needs its root: datasets = [{ name = \"folder\", root = \"DIR\" }] "
-                              "in the TOML, or --data-root DIR (DIR/<split>/<class>/<image>)")
+        if d.name in ("folder", "text-folder") and d.root is None:
+            raise ConfigError(f"datasets: '{d.name}' needs its root: datasets = [{{ name = \"{d.name}\", root = "
+                              "\"DIR\" }] in the TOML, or --data-root DIR (DIR/<split>/<class>/<item>)")
     names = [d.name for d in datasets]
+    texts = "text-folder" in names
+    if texts and (len(set(names)) > 1 or not all(m.is_hf for m in models)):
+        raise ConfigError("datasets: text-folder goes with hf: models only, and image datasets with image models; "
+                          "make a study of each")
+    if any(m.is_hf for m in models) and not texts:
+        raise ConfigError("datasets: hf: models read texts (text-folder); image datasets need timm models or "
+                          "features files")
     if "features" in names and not all(m.features for m in models):
         raise ConfigError("datasets: 'features' goes with --features/.npz models only")
     if any(m.features for m in models) and names != ["features"]:
@@ -185,6 +214,10 @@ def check_protocol(cfg: StudyConfig) -> None:
             if getattr(cfg, key) != default:
                 raise ConfigError(f"{key}: {getattr(cfg, key)!r} applies to protocol 'paper' (a stream of augmented "
                                   f"images), not {cfg.protocol!r}")
+    if cfg.protocol != "features" and (any(m.is_hf for m in cfg.models)
+                                       or any(d.name == "text-folder" for d in cfg.datasets)):
+        raise ConfigError(f"protocol: {cfg.protocol!r} augments images; texts (hf: models, text-folder) take "
+                          "protocol = \"features\"")
     if cfg.protocol == "features":
         return
     if any(m.features for m in cfg.models):
