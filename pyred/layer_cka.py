@@ -36,7 +36,14 @@ def default_layers(backbone: Any) -> list[str]:
     return names or [n for n, _ in backbone.model.named_children()]
 
 
-def _modules(backbone: Any, layers: Sequence[str] | None, name: str) -> list[tuple[str, torch.nn.Module]]:
+def _modules(backbone: Any, layers: Sequence[str] | None, name: str) -> list[tuple[str, torch.nn.Module | None]]:
+    if hasattr(backbone, "forward_layers"):  # a wrapped module or an hf: model reads its own layers (and pools)
+        if layers is None and not hasattr(backbone, "all_layers"):
+            raise ValueError(f"{name}: name the layers of a wrapped module")
+        names = list(backbone.all_layers() if layers is None else layers)
+        for layer in names:
+            (backbone.hidden_index if hasattr(backbone, "hidden_index") else backbone.resolve)(layer)
+        return [(layer, None) for layer in names]
     layers = default_layers(backbone) if layers is None else list(layers)
     if not layers:
         raise ValueError(f"{name}: expected at least one layer name")
@@ -53,12 +60,15 @@ def _modules(backbone: Any, layers: Sequence[str] | None, name: str) -> list[tup
 class _Taps:
     """Forward hooks that keep the outputs of some modules, flattened or pooled, for one forward pass."""
 
-    def __init__(self, modules: Sequence[tuple[str, torch.nn.Module]], pool: str) -> None:
+    def __init__(self, modules: Sequence[tuple[str, torch.nn.Module | None]], pool: str) -> None:
         from .backbones import pool_output
 
         self.out: dict[str, torch.Tensor] = {}
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
         for name, module in modules:
+            if module is None:  # read by the backbone's own forward_layers
+                continue
+
             def hook(mod: torch.nn.Module, inputs: Any, output: Any, name: str = name) -> None:
                 o = output[0] if isinstance(output, (tuple, list)) else output
                 self.out[name] = pool_output(o, pool).float()
@@ -92,9 +102,12 @@ def layer_cka(backbone_a: Any, dataset: Any, *, layers_a: Sequence[str] | None =
     """CKA between every layer of ``backbone_a`` and every layer of ``backbone_b`` (the same network by default).
 
     Args:
-      backbone_a, backbone_b: :class:`pyred.Backbone` s (their eval transforms are applied).
-      dataset: a :class:`pyred.datasets.LabeledImages`; its first ``samples`` images are used.
-      layers_a, layers_b: module names (default: the stage outputs of timm's feature_info).
+      backbone_a, backbone_b: :class:`pyred.Backbone` s (their eval transforms are applied); an ``hf:``
+        backbone or a wrapped module reads its own layers with its own pool (``pool`` is then unused).
+      dataset: a :class:`pyred.datasets.LabeledImages` (or LabeledTexts for an ``hf:`` backbone); its
+        first ``samples`` items are used.
+      layers_a, layers_b: module names (default: the stage outputs of timm's feature_info; every hidden
+        state of an ``hf:`` backbone).
       kernel: "linear" or "rbf" (bandwidth ``sigma`` x the median distance).
       minibatch: None for full-batch CKA over all samples (each layer's n x n Gram is kept:
         O(L n^2) memory); an integer >= 4 for minibatch CKA over minibatches of that size.
@@ -134,7 +147,7 @@ def layer_cka(backbone_a: Any, dataset: Any, *, layers_a: Sequence[str] | None =
     return ratio(sums.kl, sums.ka[:, None], sums.kb[None, :]), sums.names_a, sums.names_b
 
 
-def _layer_outputs(nets: list[tuple[Any, list[tuple[str, torch.nn.Module]]]], dataset: Any, n: int, step: int,
+def _layer_outputs(nets: list[tuple[Any, list[tuple[str, torch.nn.Module | None]]]], dataset: Any, n: int, step: int,
                    transform: Any, pool: str, dev: torch.device,
                    progress: bool) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
     """For each batch of ``step`` of the first ``n`` images: ({layer: (b, features) CPU tensor} of the first
@@ -151,9 +164,14 @@ def _layer_outputs(nets: list[tuple[Any, list[tuple[str, torch.nn.Module]]]], da
         with torch.inference_mode():
             for batches in progress_bar(zip(*loaders), progress, total=len(loaders[0]), desc="layer CKA",
                                         unit="batch"):
-                for (bb, _), tap, (images, _) in zip(nets, taps, batches):
+                for (bb, mods), tap, (images, _) in zip(nets, taps, batches):
                     tap.out.clear()
-                    bb.model(images.to(dev))
+                    if hasattr(bb, "forward_layers"):  # texts (a list of strings) or tensors, the module's own pool
+                        x = images.to(dev) if isinstance(images, torch.Tensor) else images
+                        tap.out.update(zip([m for m, _ in mods], (f.flatten(1).float() for f in bb.forward_layers(x, [
+                            m for m, _ in mods]))))
+                    else:
+                        bb.model(images.to(dev))
                 feats_a = {k: v.cpu() for k, v in taps[0].out.items()}
                 yield feats_a, (feats_a if len(nets) == 1 else {k: v.cpu() for k, v in taps[-1].out.items()})
     finally:

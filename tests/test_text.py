@@ -242,3 +242,25 @@ def test_a_study_of_every_layer_of_a_language_model(bert, tmp_path, capsys):
     assert main(["run", "--model", "hf:" + folder, "--dataset", "digits", "--out", str(tmp_path / "x"),
                  "--quiet"]) == 2
     assert "hf: models read texts" in capsys.readouterr().err
+
+
+def test_layer_by_layer_cka_of_a_language_model(bert, tmp_path):
+    """pyred.layer_cka over an hf: model's hidden states equals linear CKA of the features extracted layer by
+    layer; `pyred cka hf:PATH` writes the map."""
+    from pyred.study.cli import main
+
+    _, folder = bert
+    bb = pyred.Backbone("hf:" + folder)
+    data = texts()
+    M, names_a, names_b = pyred.layer_cka(bb, data, samples=len(data), batch_size=5, progress=False)
+    assert names_a == names_b == bb.all_layers() and M.shape == (4, 4)
+    feats = pyred.extract_features(bb, data, layers="all", progress=False)
+    for i in range(4):
+        for j in range(4):
+            want = pyred.linear_cka(torch.as_tensor(np.asarray(feats[i].X), dtype=torch.float64),
+                                    torch.as_tensor(np.asarray(feats[j].X), dtype=torch.float64))
+            assert abs(float(M[i, j]) - float(want)) < 1e-4
+    root = text_folder_root(tmp_path / "texts")
+    assert main(["cka", "hf:" + folder, "--dataset", "text-folder", "--data-root", str(root), "--samples", "10",
+                 "--out", str(tmp_path / "cka"), "--quiet"]) == 0
+    assert (tmp_path / "cka" / "layer_cka.csv").read_text().startswith("layer,hidden_states[0]")

@@ -97,10 +97,11 @@ def parser() -> argparse.ArgumentParser:
     ru = sub.add_parser("runs", help="list the configurations and runs recorded in a study folder")
     ru.add_argument("dir")
     ck = sub.add_parser("cka", help="CKA between every pair of layers of one or two networks (a heatmap)")
-    ck.add_argument("model", help="timm model name")
+    ck.add_argument("model", help="timm model name, or hf:NAME_OR_PATH (every hidden state by default)")
     ck.add_argument("--model-b", help="a second network (default: the first against itself)")
     ck.add_argument("--dataset", default="digits", help="dataset name (default digits)")
     ck.add_argument("--split", default="test", help="split (default test)")
+    ck.add_argument("--data-root", dest="data_root", help="the dataset's folder (folder, text-folder, imagenet, ...)")
     ck.add_argument("--layers", type=_names, help="module names, e.g. layer1,layer2 (default: the stage outputs)")
     ck.add_argument("--layers-b", type=_names, help="module names of the second network")
     ck.add_argument("--samples", type=int, default=1000, help="images (default 1000)")
@@ -273,7 +274,7 @@ def _cka(args: argparse.Namespace) -> int:
 
     bb_a = Backbone(args.model, pretrained=not args.random_init)
     bb_b = Backbone(args.model_b, pretrained=not args.random_init) if args.model_b else None
-    data = datasets.load(args.dataset, args.split)
+    data = datasets.load(args.dataset, args.split, root=args.data_root)
     M, names_a, names_b = layer_cka(bb_a, data, layers_a=args.layers, backbone_b=bb_b, layers_b=args.layers_b,
                                     samples=args.samples,
                                     kernel=args.kernel, minibatch=args.minibatch, pool=args.pool, device=args.device,
