@@ -162,7 +162,10 @@ def _cached(cache_dir: str, keys: list[CacheKey], run: _Runner, data: Any, class
     if all(c is not None for c in cached):
         return cast("list[FeatureSet]", cached)
     if len(keys) > 1:  # one chunk of every layer in memory at a time: rows x (d_1 + ... + d_L) floats
-        chunk_size = max(1, min(chunk_size, (256 << 20) // (4 * max(1, sum(abs(k.dim) for k in keys)))))
+        dims = [k.dim for k in keys]
+        if min(dims) < 0 and len(data):  # widths known only by running: one sample tells
+            dims = [int(X.shape[1]) for X in run.features(0, 1, bar=progress_bar(None, False))]
+        chunk_size = max(1, min(chunk_size, (256 << 20) // (4 * max(1, sum(dims)))))
     return _extract_to_cache(folders, run, data, [k.to_json() for k in keys], classes, chunk_size)
 
 

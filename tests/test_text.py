@@ -264,3 +264,33 @@ def test_layer_by_layer_cka_of_a_language_model(bert, tmp_path):
     assert main(["cka", "hf:" + folder, "--dataset", "text-folder", "--data-root", str(root), "--samples", "10",
                  "--out", str(tmp_path / "cka"), "--quiet"]) == 0
     assert (tmp_path / "cka" / "layer_cka.csv").read_text().startswith("layer,hidden_states[0]")
+
+
+@pytest.mark.slow
+def test_a_study_of_any_module_through_the_python_api(tmp_path):
+    """models = ["module:NAME"] with run(cfg, backbones={NAME: Backbone.from_module(...)}): features from the object
+    (two of its layers from one pass), its weights digest in the identity; refused without the object."""
+    import dataclasses
+
+    import torchvision.transforms as tv
+
+    from pyred.study import ModelSpec, identity, load_config, run
+    from pyred.study.errors import StudyError
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    bb = pyred.Backbone.from_module(net, layer="conv", pool="avg", name="net",
+                                    transform=tv.Compose([tv.Resize(8), tv.ToTensor()]), transform_id="resize8")
+    cfg = load_config(None, fractions=[0.5], seeds=[1], epochs=2, out=str(tmp_path / "o"))
+    models = (ModelSpec("module:net", layer="conv"), ModelSpec("module:net", layer="block"))
+    cfg = dataclasses.replace(cfg, models=models, cka=False, report=False)
+    with pytest.raises(StudyError, match="backbones: \\['module:net', 'module:net'\\] name backbone objects"):
+        run(cfg, progress=False, say=None)
+    ident = identity(cfg, {"net": bb})
+    assert ident.models[0].weights_sha256 == bb.weights_digest()
+    run(cfg, progress=False, say=None, backbones={"net": bb})
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "o" / "results.sqlite") as c:
+        rows = c.execute("SELECT layer, fraction, accuracy FROM results").fetchall()
+    assert {r[0] for r in rows} == {"conv", "block"} and all(r[2] is not None for r in rows)

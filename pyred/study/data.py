@@ -52,9 +52,10 @@ class LayerData:
 
 
 def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, dist: Distributed, progress: bool,
-                    features_digest: str | None = None) -> LayerData:
+                    features_digest: str | None = None, given: Any = None) -> LayerData:
     """The features of ``model`` on ``dataset``; under torch.distributed rank 0 extracts first
-    and the other ranks then read its cache. ``features_digest``: the sha256 of ``model.features``."""
+    and the other ranks then read its cache. ``features_digest``: the sha256 of ``model.features``;
+    ``given``: the backbone object of a ``module:`` model."""
     if model.features:
         z = load_features_file(model.features)
         return LayerData(model.name, dataset.label, model.layer, z["X_train"], z["y_train"], z["X_val"], z["y_val"],
@@ -74,10 +75,12 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, di
         # study -- a resumed one, another rank -- probes the same network.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
-            bb = made["backbone"] = _backbone(model)
+            bb = made["backbone"] = given if given is not None else _backbone(model)
         common: dict[str, Any] = dict(batch_size=cfg.batch_size, device=cfg.device, cache_dir=cache,
                                       progress=progress, num_workers=cfg.num_workers, amp=cfg.amp)
         layers = _sibling_layers(cfg, model, bb)
+        if not layers and model.is_module and model.layer not in ("penultimate", getattr(bb, "layer", None)):
+            layers = [model.layer]  # another layer of the given object than its own
         for split in ("val", "test") if cfg.protocol == "paper" else ("train", "val", "test"):
             kw: dict[str, Any] = dict(clean)
             if split == "train" and cfg.protocol == "views":  # V augmented views of every training image

@@ -219,15 +219,17 @@ class ConfigIdentity:
         return opts
 
 
-def identity(cfg: StudyConfig) -> ConfigIdentity:
-    """The identity of a configuration (files are digested here)."""
+def identity(cfg: StudyConfig, backbones: dict[str, Any] | None = None) -> ConfigIdentity:
+    """The identity of a configuration (files are digested here; the backbone objects of ``module:`` models,
+    ``backbones`` by name, by the digest of their weights)."""
     from ..probes import RECIPES
 
     recipe = RECIPES[cfg.recipe]
     options = recipe.identity_options(cfg.recipe_options)
     models = tuple(ModelIdentity(m.name, m.layer, m.pool, features_sha256=sha256_file(m.features)) if m.features
                    else ModelIdentity(m.name, m.layer, m.pool, pretrained=m.pretrained,
-                                      weights_sha256=sha256_file(m.weights) if m.weights else None,
+                                      weights_sha256=sha256_file(m.weights) if m.weights else
+                                      _given_digest(m.name, backbones),
                                       normalization=m.normalization, timm_kwargs=dict(m.timm_kwargs) or None)
                    for m in cfg.models)
     grids = {m.name: sorted(set(cfg.fractions_for(m.name))) for m in cfg.models}
@@ -254,6 +256,13 @@ def identity(cfg: StudyConfig) -> ConfigIdentity:
         next(iter(grids.values())) if one_grid else grids, sorted(set(cfg.seeds)), sorted(set(cfg.methods)),
         cfg.full_layer_seed, cfg.recipe, options,
         CKAIdentity(cfg.cka_samples, cfg.cka_debiased) if cfg.cka else None, pairs or None, cfg.amp, protocol, paper)
+
+
+def _given_digest(name: str, backbones: dict[str, Any] | None) -> str | None:
+    if not name.startswith("module:"):
+        return None
+    bb = (backbones or {}).get(name[len("module:"):])
+    return bb.weights_digest() if bb is not None and hasattr(bb, "weights_digest") else None
 
 
 def config_id(ident: ConfigIdentity) -> str:

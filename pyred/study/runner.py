@@ -32,17 +32,25 @@ from .views import ViewCache
 
 
 def run(cfg: StudyConfig, *, progress: bool = True, wait: bool = True,
-        say: Callable[[str], object] | None = print) -> str:
+        say: Callable[[str], object] | None = print, backbones: dict[str, Any] | None = None) -> str:
     """Runs every unit of ``cfg`` not finished yet; returns the study folder (which holds results.sqlite).
+
+    backbones: {NAME: backbone object} for the models named ``module:NAME`` (``pyred.Backbone.from_module``
+    or any pyred backbone): their features are extracted with that object, keyed by its weights digest.
 
     wait: when another run holds the folder, wait for it (True) or raise StudyError (False).
     say: where one-line messages go (``print``; None for silence).
     A run that stops on an error (or Ctrl-C) records it in the runs table, keeping every unit it finished.
     """
     say = say or (lambda *_: None)
+    backbones = dict(backbones or {})
+    missing = [m.name for m in cfg.models if m.is_module and m.name[len("module:"):] not in backbones]
+    if missing:
+        raise StudyError(f"backbones: {missing} name backbone objects; pass run(cfg, backbones={{NAME: "
+                         f"pyred.Backbone.from_module(...)}}) for each")
     dist = Distributed.setup(cfg.device)
     out = os.path.abspath(cfg.out)
-    ident = identity(cfg)
+    ident = identity(cfg, backbones)
     cid = ident.id
     cfg = dataclasses.replace(cfg, device=dist.device_for(cfg.device),
                               head_chunks=max(cfg.head_chunks, dist.world))  # enough probe units for every rank
@@ -64,7 +72,7 @@ def run(cfg: StudyConfig, *, progress: bool = True, wait: bool = True,
         status = dist.broadcast(status)
         if status[0] == "error":
             raise StudyError(f"rank 0 could not start the study: {status[1]}")
-        skipped = _run_units(cfg, cid, ident, dist, store, status[1], progress and dist.rank == 0, say)
+        skipped = _run_units(cfg, cid, ident, dist, store, status[1], progress and dist.rank == 0, say, backbones)
         dist.barrier()
         if store is not None:
             spool.ingest(store, out)
@@ -93,14 +101,16 @@ def run(cfg: StudyConfig, *, progress: bool = True, wait: bool = True,
 
 
 def _run_units(cfg: StudyConfig, cid: str, ident: ConfigIdentity, dist: Distributed, store: ResultStore | None,
-               finished: set[str], shown: bool, say: Callable[[str], object]) -> int:
+               finished: set[str], shown: bool, say: Callable[[str], object],
+               backbones: dict[str, Any] | None = None) -> int:
     """Every unit of every (model, dataset) not in ``finished`` that falls to this rank; returns how many
     units were skipped as finished. Rank 0 (``store``) records each pair's plan and commits each unit."""
     out = os.path.abspath(cfg.out)
     skipped = 0
     for pi, pair in enumerate(cfg.pairs()):
         mi, model, di, dataset, pcfg = pair.model_index, pair.model, pair.dataset_index, pair.dataset, pair.cfg
-        data = load_layer_data(pcfg, model, dataset, dist, shown, ident.models[mi].features_sha256)
+        given = (backbones or {}).get(model.name[len("module:"):]) if model.is_module else None
+        data = load_layer_data(pcfg, model, dataset, dist, shown, ident.models[mi].features_sha256, given)
         views = ViewCache(data.X_train, data.dim, data.fit_features)
         units = plan_units(pcfg, cid, data, pair.method_tag)
         if store is not None:  # (model i, dataset j): names may repeat, places do not

@@ -76,6 +76,11 @@ class ModelSpec:
         return spec
 
     @property
+    def is_module(self) -> bool:
+        """A backbone object given to ``pyred.study.run(cfg, backbones={"NAME": ...})`` (``module:NAME``)."""
+        return self.name.startswith("module:")
+
+    @property
     def is_hf(self) -> bool:
         """A transformers model (``hf:NAME_OR_PATH``)."""
         return self.name.startswith("hf:")

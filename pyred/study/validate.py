@@ -43,6 +43,11 @@ def check_models(models: tuple[ModelSpec, ...]) -> None:
         if m.is_hf:
             _check_hf(m)
             continue
+        if m.is_module:  # a backbone object given to run(); checked there
+            if m.weights is not None or m.pretrained is not True:
+                raise ConfigError(f"model: {m.name} is the backbone object given to run(backbones=...); weights and "
+                                  "pretrained do not apply")
+            continue
         if m.pool in ("mean", "last"):
             raise ConfigError(f"model: pool {m.pool!r} pools tokens over an attention mask, which only hf: models "
                               f"have; {m.name} takes 'avg', 'cls' or 'flatten'")
@@ -156,7 +161,7 @@ def check_datasets(datasets: tuple[DatasetSpec, ...], models: tuple[ModelSpec, .
                               "\"DIR\" }] in the TOML, or --data-root DIR (DIR/<split>/<class>/<item>)")
     names = [d.name for d in datasets]
     texts = "text-folder" in names
-    if texts and (len(set(names)) > 1 or not all(m.is_hf for m in models)):
+    if texts and (len(set(names)) > 1 or not all(m.is_hf or m.is_module for m in models)):
         raise ConfigError("datasets: text-folder goes with hf: models only, and image datasets with image models; "
                           "make a study of each")
     if any(m.is_hf for m in models) and not texts:
