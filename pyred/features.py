@@ -133,7 +133,8 @@ def extract_features(backbone: Any, dataset: Any, *, batch_size: int | None = No
     image_size = check.integer(image_size, "image_size", min=1)
     data, tid = _images(backbone, dataset, transform, transform_id, augment, views, seed, image_size, normalization,
                         caching=cache_dir is not None)
-    dev = torch.device(device) if device is not None else next(backbone.parameters()).device
+    first = next(backbone.parameters(), None)  # a module without parameters runs on the CPU unless told
+    dev = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
     backbone = backbone.to(dev).eval()
     if batch_size is None:
         batch_size = 128 if dev.type == "cuda" else 16

@@ -135,7 +135,8 @@ def layer_cka(backbone_a: Any, dataset: Any, *, layers_a: Sequence[str] | None =
         raise ValueError(f"dataset: layer CKA needs at least 4 samples, got {n}")
     # One network: one pass hooks the layers of both lists.
     nets = [(backbone_a, list(dict(mods_a + mods_b).items()))] if same else [(backbone_a, mods_a), (backbone_b, mods_b)]
-    dev = torch.device(device) if device is not None else next(backbone_a.parameters()).device
+    first = next(backbone_a.parameters(), None)
+    dev = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
     sums = _PairSums([m for m, _ in mods_a], [m for m, _ in mods_b], same, kernel, sigma)
     for feats_a, feats_b in _layer_outputs(nets, dataset, n, minibatch or batch_size, transform, pool, dev, progress):
         if minibatch is None:

@@ -173,6 +173,17 @@ def test_any_module_as_a_backbone():
         pyred.Backbone.from_module(net, layer="conv", pool="max")
 
 
+def test_a_module_without_parameters_extracts():
+    """(extract_features looked for the device of the module's first parameter, and had none to find)"""
+    bb = pyred.Backbone.from_module(nn.Sequential(nn.Tanh(), nn.ReLU()), layer="0", pool="flatten", name="free")
+    data = pyred.datasets.LabeledImages(np.arange(24, dtype=np.float32).reshape(6, 4), np.arange(6), np.zeros(6),
+                                        ["a"], "free", "test", fingerprint="f")
+    fs = pyred.extract_features(bb, data, transform=torch.from_numpy, transform_id="t", progress=False,
+                                layers=["0", "1"])
+    np.testing.assert_allclose(fs[0].X, np.tanh(np.arange(24, dtype=np.float32).reshape(6, 4)), rtol=1e-6)
+    np.testing.assert_allclose(fs[1].X, np.maximum(fs[0].X, 0), rtol=1e-6)
+
+
 def test_module_backbone_extracts_images_with_its_transform(tmp_path):
     torch.manual_seed(0)
     net = Net().eval()
