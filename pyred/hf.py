@@ -114,14 +114,17 @@ class HFBackbone(ModuleBackbone):
         captured: dict[str, torch.Tensor] = {}
         handles = [self.resolve(name).register_forward_hook(
             lambda _m, _i, out, name=name: captured.setdefault(name, first_tensor(out))) for name in modules]
+        last = self.num_hidden_states - 1
+        # the last hidden state alone is the model's own output: no need to keep every hidden state
+        every = any(k is not None and k % self.num_hidden_states != last for k in indices)
         try:
-            out = self.model(**batch, output_hidden_states=any(k is not None for k in indices))
+            out = self.model(**batch, output_hidden_states=every)
         finally:
             for h in handles:
                 h.remove()
         mask = batch.get("attention_mask")
-        return [pool_tokens(out.hidden_states[k] if k is not None else captured[name], self.pool, mask)
-                for name, k in zip(layers, indices)]
+        return [pool_tokens(captured[name] if k is None else out.hidden_states[k] if every else out.last_hidden_state,
+                            self.pool, mask) for name, k in zip(layers, indices)]
 
     def forward(self, x: Any) -> torch.Tensor:
         return self.forward_layers(x, [self.layer])[0]
