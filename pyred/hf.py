@@ -8,7 +8,9 @@ of texts (:class:`pyred.texts.LabeledTexts`) go through ``extract_features`` as 
 ``layer``: ``"hidden_states[k]"`` -- the k-th hidden state as transformers counts them (0 is the
 embedding output, negative k from the end; the default is the last) -- or a submodule's name.
 ``pool``: "mean" over the attention mask (the default for encoders), "last" -- the last token the mask
-keeps (the default for decoder-only models) --, "cls", "avg" or "flatten". AMP is honoured by the
+keeps (the default for decoder-only models) --, "cls", "avg" or "flatten". A vision model (no tokenizer,
+an image processor) takes images: ``transform()`` is its image processor, the default pool "cls" for
+ViT-like models and "avg" for others. AMP is honoured by the
 callers' autocast; fp16/bf16 weights and multi-GPU ``device_map`` are not supported.
 """
 
@@ -26,6 +28,7 @@ from .module_backbone import ModuleBackbone, first_tensor, pool_tokens
 
 PREFIX = "hf:"
 _HIDDEN = re.compile(r"^hidden_states\[(-?\d+)\]$")
+CLS_VISION = ("vit", "deit", "beit", "dinov2", "data2vec-vision", "vit_mae", "vit_msn")  # a class token first
 DECODER_TYPES = ("gpt2", "gpt_neo", "gpt_neox", "gptj", "llama", "mistral", "mixtral", "opt", "bloom", "falcon",
                  "phi", "phi3", "qwen2", "qwen3", "gemma", "gemma2", "olmo", "starcoder2", "codegen")
 
@@ -67,16 +70,27 @@ class HFBackbone(ModuleBackbone):
         self.hidden_index(layer)  # checks the name
         self.weights_source = f"transformers {'folder' if local else 'hub'} {path}" + ("" if pretrained else
                                                                                         " (random init)")
+        self.tokenizer: Any = None
+        self.image_processor: Any = None
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, **kw)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"name: {path} has no tokenizer transformers can load ({str(exc).splitlines()[0]})"
-                             ) from None
-        if self.tokenizer.pad_token is None:  # decoder-only tokenizers often have none: pad with end-of-text
+        except (OSError, ValueError, TypeError) as exc:
+            try:  # a vision model: images go through its image processor
+                self.image_processor = transformers.AutoImageProcessor.from_pretrained(path, **kw)
+            except (OSError, ValueError, TypeError):
+                raise ValueError(f"name: {path} has neither a tokenizer nor an image processor transformers can "
+                                 f"load ({str(exc).splitlines()[0]})") from None
+            if pool is None:
+                self.pool = "cls" if config.model_type in CLS_VISION else "avg"
+        if self.tokenizer is not None and self.tokenizer.pad_token is None:  # decoder-only: pad with end-of-text
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         self.max_length, self.padding, self.truncation = int(max_length), padding, bool(truncation)
         self.width = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0))
-        self.dim = self.width if self.hidden_index(layer) is not None and pool != "flatten" else self.measure(["a"])
+        if self.hidden_index(layer) is not None and self.pool != "flatten":
+            self.dim = self.width
+        else:
+            size = getattr(config, "image_size", 224)
+            self.dim = self.measure(["a"] if self.tokenizer is not None else torch.zeros(1, 3, size, size))
 
     def hidden_index(self, layer: str) -> int | None:
         """k of "hidden_states[k]" (as given), None for a module name; ValueError when out of range."""
@@ -99,6 +113,8 @@ class HFBackbone(ModuleBackbone):
         return [f"hidden_states[{k}]" for k in range(self.num_hidden_states)]
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        if self.tokenizer is None:
+            raise TypeError(f"{self.name} is a vision model: give it image batches (its transform() makes them)")
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise TypeError("texts: expected a list of strings (a batch)")
         batch = self.tokenizer(list(texts), max_length=self.max_length, padding=self.padding,
@@ -108,6 +124,8 @@ class HFBackbone(ModuleBackbone):
 
     def forward_layers(self, x: Any, layers: Sequence[str]) -> list[torch.Tensor]:
         """Several layers of a batch of texts (or a tokenised batch) from one forward pass."""
+        if isinstance(x, torch.Tensor):  # images, made by the image processor (transform())
+            x = {"pixel_values": x.to(next(self.model.parameters()).device)}
         batch = self.tokenize(x) if not isinstance(x, dict) else x
         indices = [self.hidden_index(name) for name in layers]
         modules = [name for name, k in zip(layers, indices) if k is None]
@@ -129,8 +147,20 @@ class HFBackbone(ModuleBackbone):
     def forward(self, x: Any) -> torch.Tensor:
         return self.forward_layers(x, [self.layer])[0]
 
+    def transform(self, paper: bool = False, **_: Any) -> Any:
+        """None for texts (tokenised in the forward pass); the image processor for a vision model."""
+        if paper:
+            raise ValueError(f"transform: the paper's image transforms belong to timm backbones, not {self.name}")
+        if self.image_processor is None:
+            return None
+        processor = self.image_processor
+        return lambda image: processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
+
     def transform_id(self, paper: bool = False, **_: Any) -> str:
-        """The tokenizer and its options (what turns a text into the model's input)."""
+        """The tokenizer and its options (what turns a text into the model's input), or the image processor."""
+        if self.image_processor is not None:
+            digest = hashlib.sha256(self.image_processor.to_json_string().encode()).hexdigest()[:16]
+            return f"image processor {type(self.image_processor).__name__} {digest}"
         vocab = sorted(self.tokenizer.get_vocab().items())
         h = hashlib.sha256(repr((vocab, self.tokenizer.all_special_tokens, self.tokenizer.padding_side)).encode())
         return (f"tokenizer {type(self.tokenizer).__name__} {h.hexdigest()[:16]} max_length={self.max_length} "

@@ -117,6 +117,9 @@ def test_dropout_full_layer_only_script():
 
 
 def test_every_script_is_an_experiment_or_says_why_not():
+    import pyred.paper
+
+    assert pyred.paper.EXPERIMENTS is ex.experiments() and "layerwise" in pyred.paper.GROUPS
     table = ex._table()
     assert len(table) == 173  # scripts/*.sh at ae5569f
     assert set(ex.experiments()) | set(ex.skipped()) == set(table)

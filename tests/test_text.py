@@ -305,3 +305,22 @@ def test_a_study_of_any_module_through_the_python_api(tmp_path):
     with sqlite3.connect(tmp_path / "o" / "results.sqlite") as c:
         rows = c.execute("SELECT layer, fraction, accuracy FROM results").fetchall()
     assert {r[0] for r in rows} == {"conv", "block"} and all(r[2] is not None for r in rows)
+
+
+def test_a_transformers_vision_model_takes_images_through_its_processor(tmp_path):
+    """An hf: ViT (no tokenizer, an image processor): hidden_states[k] pooled on the class token, as the model's
+    own output on the processor's pixels; features of a dataset's images through extract_features."""
+    torch.manual_seed(0)
+    model = T.ViTModel(T.ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2,
+                                   num_attention_heads=2, intermediate_size=32), add_pooling_layer=False).eval()
+    model.save_pretrained(tmp_path)
+    T.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    bb = pyred.Backbone("hf:" + str(tmp_path), layer="hidden_states[1]")
+    assert bb.pool == "cls" and bb.dim == 16 and bb.tokenizer is None
+    images = pyred.datasets.load("digits", "test").subset(np.arange(6))
+    fs = pyred.extract_features(bb, images, progress=False, batch_size=4)
+    pixels = torch.stack([bb.transform()(images[j][0]) for j in range(len(images))])
+    with torch.no_grad():
+        want = model(pixel_values=pixels, output_hidden_states=True).hidden_states[1][:, 0]
+    np.testing.assert_allclose(fs.X, want.numpy(), rtol=1e-5, atol=1e-5)
+    assert bb.transform_id().startswith("image processor ViTImageProcessor")
