@@ -40,7 +40,7 @@ def normalization(backbone: Any, which: Any = "model") -> tuple[tuple[float, ...
         if which == "half":
             return HALF
         model = getattr(backbone, "model", None)
-        if model is None:
+        if model is None or not hasattr(model, "pretrained_cfg"):  # a wrapped module carries no statistics
             raise ValueError("normalization: 'model' needs a pyred.Backbone (it reads the timm model's pretrained "
                              "config); pass 'imagenet', 'half' or (mean, std)")
         import timm.data

@@ -324,3 +324,19 @@ def test_a_transformers_vision_model_takes_images_through_its_processor(tmp_path
         want = model(pixel_values=pixels, output_hidden_states=True).hidden_states[1][:, 0]
     np.testing.assert_allclose(fs.X, want.numpy(), rtol=1e-5, atol=1e-5)
     assert bb.transform_id().startswith("image processor ViTImageProcessor")
+
+
+def test_a_wrapped_module_feeds_a_feature_stream():
+    """FeatureStream over Backbone.from_module: the paper's augmentation with explicit statistics (a wrapped
+    module has no pretrained config to read them from), every head trained from one pass."""
+    torch.manual_seed(0)
+    bb = pyred.Backbone.from_module(Net().eval(), layer="conv", pool="avg", name="net")
+    images = pyred.datasets.load("digits", "train").subset(np.arange(40))
+    stream = pyred.FeatureStream(bb, images, augment="paper", image_size=16, batch_size=20,
+                                 normalization=((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))
+    assert stream.dim == 4
+    res = pyred.train_probes(stream, None, pyred.draw_subsets(4, [0.5, 1.0], seeds=[1]), epochs=2, eval_every=1,
+                             progress=False)
+    assert res.weights.shape[1] == 10 and res.eval_epochs == [1, 2]
+    with pytest.raises(ValueError, match="normalization: 'model' needs a pyred.Backbone"):
+        pyred.FeatureStream(bb, images, augment="paper", image_size=16)
