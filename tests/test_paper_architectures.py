@@ -7,10 +7,10 @@ torchvision) builds them, not through pyred.architectures."""
 import pytest
 import torch
 import torch.nn.functional as F
+from test_checkpoints import robustness
 from torch import nn
 
 import pyred
-from tests.test_checkpoints import robustness
 
 
 @pytest.fixture(autouse=True)

@@ -239,7 +239,7 @@ def _tiny_imagenet(root, classes=3, train=10, val=4):
 def test_paper_run_end_to_end(tmp_path):
     """pyred paper run of the robust ResNet-18 on ImageNet-1k, on a synthetic checkpoint in the robustness
     library's layout and a 3-class ImageNet folder: refused while files are missing, then runs and resumes."""
-    from tests.test_checkpoints import robustness
+    from test_checkpoints import robustness
 
     name = "finetuning_imagenet-resnet18rob-l2eps3-imagenet"
     weights, data, out = tmp_path / "weights", tmp_path / "data", tmp_path / "out"
