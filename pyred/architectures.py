@@ -168,7 +168,7 @@ def resnet50_mrl(pretrained: bool = False, **kwargs: Any) -> nn.Module:
 
 def _fixed_features(k: int) -> Any:
     def make(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-        if kwargs.get("num_classes"):
+        if kwargs.pop("num_classes", 0):
             raise ValueError(f"resnet50_ff{k}: pyred builds it without a classifier (num_classes=0)")
         model: Any = add_blurpool(_resnet50_body(f"resnet50_ff{k}", pretrained, _fixed_feature_resnet(),
                                                  feature_k=k, num_classes=0, **kwargs))

@@ -34,6 +34,7 @@ import torch
 from . import _checks as check
 from ._files import atomic_path, digest, remove, sha256_file, write_json, write_npy
 from ._version import __version__
+from .module_backbone import batch_rows, to_device
 from .progress import progress_bar
 from .transforms import SeededImages
 
@@ -354,13 +355,13 @@ class _Runner:
         dtype_in = next((p.dtype for p in self.backbone.parameters()), None)  # float64 models take float64 images
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=self.amp):
             for batch, _ in loader:
-                if isinstance(batch, torch.Tensor):  # images; texts (a list of strings) are tokenised by the model
-                    batch = batch.to(self.device, non_blocking=True)
-                    if dtype_in is not None and batch.is_floating_point():
-                        batch = batch.to(dtype_in)
+                # images, a dict of tensors; texts (a list of strings) are tokenised by the model itself
+                batch = to_device(batch, self.device)
+                if isinstance(batch, torch.Tensor) and dtype_in is not None and batch.is_floating_point():
+                    batch = batch.to(dtype_in)
                 for part, out in zip(parts, self._forward(batch)):
                     part.append(out.float().cpu().numpy())
-                bar.update(len(batch))
+                bar.update(batch_rows(batch))
         if own_bar:
             bar.close()
         if not parts[0]:

@@ -52,7 +52,12 @@ class HFBackbone(ModuleBackbone):
         path = name[len(PREFIX):] if name.startswith(PREFIX) else name
         if not path:
             raise ValueError("name: 'hf:' needs a model name or folder after it, e.g. 'hf:./tiny-bert'")
+        path = os.path.expanduser(path)
         local = os.path.isdir(path)
+        if not local and path.startswith((".", "/")):
+            raise ValueError(f"name: no model folder {path}")
+        if layer == "penultimate":  # a study's default layer: the last hidden state
+            layer = "hidden_states[-1]"
         kw: dict[str, Any] = {"local_files_only": True} if local else {}
         transformers.utils.logging.disable_progress_bar()  # pyred shows its own bars
         try:
@@ -67,7 +72,6 @@ class HFBackbone(ModuleBackbone):
         super().__init__(model, layer="", pool=pool or ("last" if self.is_decoder else "mean"), name=PREFIX + path)
         self.layer = layer
         self.num_hidden_states = int(getattr(config, "num_hidden_layers", 0)) + 1
-        self.hidden_index(layer)  # checks the name
         self.weights_source = f"transformers {'folder' if local else 'hub'} {path}" + ("" if pretrained else
                                                                                         " (random init)")
         self.tokenizer: Any = None
@@ -85,12 +89,29 @@ class HFBackbone(ModuleBackbone):
         if self.tokenizer is not None and self.tokenizer.pad_token is None:  # decoder-only: pad with end-of-text
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         self.max_length, self.padding, self.truncation = int(max_length), padding, bool(truncation)
-        self.width = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0))
+        if self.pool == "flatten" and self.tokenizer is not None and padding != "max_length":
+            raise ValueError("pool: 'flatten' on texts needs one length for every batch: padding='max_length'")
+        self._probe(config)
+        self.hidden_index(layer)  # checks the name
         if self.hidden_index(layer) is not None and self.pool != "flatten":
             self.dim = self.width
         else:
             size = getattr(config, "image_size", 224)
             self.dim = self.measure(["a"] if self.tokenizer is not None else torch.zeros(1, 3, size, size))
+
+    def _probe(self, config: Any) -> None:
+        """One tiny forward pass tells what the config may not: how many hidden states there are, their width,
+        and whether the model's own output is its last hidden state (a final norm can sit between them)."""
+        size = getattr(config, "image_size", 224)
+        example: Any = ["a"] if self.tokenizer is not None else torch.zeros(1, 3, size, size)
+        batch = self.tokenize(example) if self.tokenizer is not None else {"pixel_values": example}
+        with torch.no_grad():
+            out = self.model(**batch, output_hidden_states=True)
+        hidden = out.hidden_states
+        self.num_hidden_states = len(hidden)
+        self.width = int(hidden[-1].shape[1] if hidden[-1].dim() == 4 else hidden[-1].shape[-1])
+        own = getattr(out, "last_hidden_state", None)
+        self._last_is_output = own is not None and own.shape == hidden[-1].shape and torch.equal(own, hidden[-1])
 
     def hidden_index(self, layer: str) -> int | None:
         """k of "hidden_states[k]" (as given), None for a module name; ValueError when out of range."""
@@ -133,13 +154,19 @@ class HFBackbone(ModuleBackbone):
         handles = [self.resolve(name).register_forward_hook(
             lambda _m, _i, out, name=name: captured.setdefault(name, first_tensor(out))) for name in modules]
         last = self.num_hidden_states - 1
-        # the last hidden state alone is the model's own output: no need to keep every hidden state
-        every = any(k is not None and k % self.num_hidden_states != last for k in indices)
+        # the last hidden state alone is the model's own output (where _probe saw them equal): no need to keep
+        # every hidden state
+        wanted = [k for k in indices if k is not None]
+        every = bool(wanted) and (not self._last_is_output or any(k % self.num_hidden_states != last
+                                                                   for k in wanted))
         try:
             out = self.model(**batch, output_hidden_states=every)
         finally:
             for h in handles:
                 h.remove()
+        missing = [n for n in modules if n not in captured]
+        if missing:
+            raise ValueError(f"layer: {missing} did not run in the forward pass")
         mask = batch.get("attention_mask")
         return [pool_tokens(captured[name] if k is None else out.hidden_states[k] if every else out.last_hidden_state,
                             self.pool, mask) for name, k in zip(layers, indices)]

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from . import _checks as check
+from .module_backbone import to_device
 from .numerics import ratio
 from .sample_gram import centred, rbf_gram, unbiased_hsic
 
@@ -41,6 +42,8 @@ def _modules(backbone: Any, layers: Sequence[str] | None, name: str) -> list[tup
         if layers is None and not hasattr(backbone, "all_layers"):
             raise ValueError(f"{name}: name the layers of a wrapped module")
         names = list(backbone.all_layers() if layers is None else layers)
+        if not names:
+            raise ValueError(f"{name}: expected at least one layer name")
         for layer in names:
             (backbone.hidden_index if hasattr(backbone, "hidden_index") else backbone.resolve)(layer)
         return [(layer, None) for layer in names]
@@ -168,7 +171,7 @@ def _layer_outputs(nets: list[tuple[Any, list[tuple[str, torch.nn.Module | None]
                 for (bb, mods), tap, (images, _) in zip(nets, taps, batches):
                     tap.out.clear()
                     if hasattr(bb, "forward_layers"):  # texts (a list of strings) or tensors, the module's own pool
-                        x = images.to(dev) if isinstance(images, torch.Tensor) else images
+                        x = to_device(images, dev)
                         tap.out.update(zip([m for m, _ in mods], (f.flatten(1).float() for f in bb.forward_layers(x, [
                             m for m, _ in mods]))))
                     else:

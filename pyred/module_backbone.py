@@ -29,6 +29,22 @@ class _Stop(Exception):
     """Raised by a capture hook once every requested layer is seen: the rest of the network is skipped."""
 
 
+def to_device(batch: Any, device: torch.device) -> Any:
+    """A batch on ``device``: a tensor, or the tensors of a dict (a tokenised batch); anything else as it is."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return batch
+
+
+def batch_rows(batch: Any) -> int:
+    """The rows of a batch: a tensor's first axis, a dict's first tensor's, a list's length."""
+    if isinstance(batch, dict):
+        batch = next((v for v in batch.values() if isinstance(v, torch.Tensor)), [])
+    return len(batch)
+
+
 def first_tensor(output: Any) -> torch.Tensor:
     """The tensor a module returned: itself, the first of a tuple / list, or a ModelOutput's first field."""
     if isinstance(output, torch.Tensor):
@@ -48,8 +64,8 @@ def pool_tokens(out: torch.Tensor, pool: str, mask: torch.Tensor | None = None) 
         return out
     if pool == "flatten":
         return out.flatten(1)
-    if pool == "avg":
-        return out.mean(dim=tuple(range(2, out.dim()))) if out.dim() == 4 else out.flatten(1, -2).mean(dim=1)
+    if pool == "avg":  # (B, C, ...) maps: over every axis after the channels; (B, T, C) tokens: over T
+        return out.mean(dim=tuple(range(2, out.dim()))) if out.dim() >= 4 else out.mean(dim=1)
     if out.dim() != 3:
         raise ValueError(f"pool={pool!r} needs a (batch, tokens, channels) output, got shape {tuple(out.shape)}")
     if pool == "cls":
@@ -80,7 +96,7 @@ class ModuleBackbone(nn.Module):
       name: the model's name in cache keys and results; the module's class name when None.
       collate: turns a list of items into the module's input batch (None: torch's default collation).
 
-    ``dim`` is measured on the first batch (``measure(example)``) or given by the subclass.
+    ``dim`` is 0 until ``measure(example_batch)`` sets it (a subclass may know it).
     """
 
     def __init__(self, module: nn.Module, *, layer: str, pool: str = "avg",
@@ -176,11 +192,17 @@ class ModuleBackbone(nn.Module):
         return "custom:" + self._transform_id
 
     def weights_digest(self) -> str:
-        """sha256 over the names, shapes and bytes of every tensor of the module's state dict."""
+        """sha256 over the names, shapes and bytes of every tensor of the module's state dict (kept until a
+        tensor changes in place: torch's version counters tell)."""
         from ._files import sha256_parts
 
         state = self.model.state_dict()
+        stamp = tuple((k, v.data_ptr(), v._version) for k, v in state.items())
+        cached = getattr(self, "_digest", None)
+        if cached is not None and cached[0] == stamp:
+            return str(cached[1])
         parts = (p for k, v in state.items()
                  for p in (k.encode(), str(tuple(v.shape)).encode(), str(v.dtype).encode(),
                            v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()))
-        return sha256_parts(parts)
+        self._digest = (stamp, sha256_parts(parts))
+        return self._digest[1]

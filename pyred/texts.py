@@ -75,13 +75,20 @@ def text_folder(split: str, root: str | None) -> LabeledTexts:
              "trainval": ["train", "val"] if has_val else ["train"]}[split]
     texts: list[str] = []
     labels: list[int] = []
+    # every split numbers the classes of root/train (a class missing from one split keeps its label)
+    names_from = os.path.join(root, "train") if os.path.isdir(os.path.join(root, "train")) else None
     classes: list[str] | None = None
+    if names_from is not None:
+        classes = sorted(d for d in os.listdir(names_from) if os.path.isdir(os.path.join(names_from, d)))
     for part in parts:
         folder = os.path.join(root, part)
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"text-folder: no {folder} (expected {root}/<split>/<class>/<text>.txt)")
         found = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
         classes = classes or found
+        unknown = sorted(set(found) - set(classes))
+        if unknown:
+            raise ValueError(f"text-folder: {folder} has classes {unknown} that {names_from or folder} has not")
         for c, name in enumerate(classes):
             sub = os.path.join(folder, name)
             for f in sorted(os.listdir(sub)) if os.path.isdir(sub) else []:

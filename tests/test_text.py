@@ -73,10 +73,18 @@ def test_hidden_states_are_the_models_own_pooled_by_hand(bert, gpt2, k):
 def test_every_pooling_by_hand(bert):
     model, folder = bert
     H, mask = reference(model, folder, TEXTS, 1)
-    for pool, want in (("cls", H[:, 0]), ("avg", H.mean(1)), ("flatten", H.flatten(1))):
+    for pool, want in (("cls", H[:, 0]), ("avg", H.mean(1))):
         bb = pyred.Backbone("hf:" + folder, layer="hidden_states[1]", pool=pool)
         with torch.no_grad():
             torch.testing.assert_close(bb(TEXTS).double(), want, rtol=1e-5, atol=1e-6)
+    flat = pyred.Backbone("hf:" + folder, layer="hidden_states[1]", pool="flatten", padding="max_length",
+                          max_length=12)
+    tok = T.AutoTokenizer.from_pretrained(folder)
+    batch = tok(TEXTS, padding="max_length", max_length=12, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        want = model(**batch, output_hidden_states=True).hidden_states[1].flatten(1)
+        torch.testing.assert_close(flat(TEXTS), want, rtol=1e-5, atol=1e-6)
+    assert flat.dim == 12 * 16
     with pytest.raises(ValueError, match="outside the model's 4 hidden states"):
         pyred.Backbone("hf:" + folder, layer="hidden_states[4]")
     with pytest.raises(ValueError, match="not a submodule"):
@@ -298,7 +306,9 @@ def test_a_study_of_any_module_through_the_python_api(tmp_path):
     with pytest.raises(StudyError, match="backbones: \\['module:net', 'module:net'\\] name backbone objects"):
         run(cfg, progress=False, say=None)
     ident = identity(cfg, {"net": bb})
-    assert ident.models[0].weights_sha256 == bb.weights_digest()
+    other = pyred.Backbone.from_module(Net().eval(), layer="conv", pool="avg", name="net",
+                                       transform=tv.Compose([tv.Resize(8), tv.ToTensor()]), transform_id="resize8")
+    assert ident.models[0].weights_sha256 != identity(cfg, {"net": other}).models[0].weights_sha256
     run(cfg, progress=False, say=None, backbones={"net": bb})
     import sqlite3
 
@@ -340,3 +350,104 @@ def test_a_wrapped_module_feeds_a_feature_stream():
     assert res.weights.shape[1] == 10 and res.eval_epochs == [1, 2]
     with pytest.raises(ValueError, match="normalization: 'model' needs a pyred.Backbone"):
         pyred.FeatureStream(bb, images, augment="paper", image_size=16)
+
+
+def test_review_fixes_for_hf_backbones(bert, tmp_path):
+    """A study's default layer means the last hidden state; flatten needs one text length; ~ is expanded."""
+    _, folder = bert
+    assert pyred.Backbone("hf:" + folder, layer="penultimate").layer == "hidden_states[-1]"
+    with pytest.raises(ValueError, match="padding='max_length'"):
+        pyred.Backbone("hf:" + folder, pool="flatten")
+    with pytest.raises(ValueError, match="no model folder"):
+        pyred.Backbone("hf:./no-such-model-folder")
+
+
+def test_vit_last_hidden_state_is_the_same_alone_and_with_others(tmp_path):
+    """A ViT's own output is its last hidden state after the final layernorm: hidden_states[-1] read alone and
+    read beside another layer must agree (and be the model's hidden_states[-1])."""
+    torch.manual_seed(0)
+    model = T.ViTModel(T.ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=2,
+                                   num_attention_heads=2, intermediate_size=32), add_pooling_layer=False).eval()
+    model.save_pretrained(tmp_path)
+    T.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    bb = pyred.Backbone("hf:" + str(tmp_path))
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        alone = bb(x)
+        _, together = bb.forward_layers(x, ["hidden_states[1]", "hidden_states[-1]"])
+        want = model(pixel_values=x, output_hidden_states=True).hidden_states[-1][:, 0]
+    torch.testing.assert_close(alone, want)
+    torch.testing.assert_close(together, want)
+
+
+def test_pools_of_volumes_and_label_numbering(tmp_path):
+    from pyred.module_backbone import pool_tokens
+
+    v = torch.randn(2, 3, 4, 5, 6)
+    torch.testing.assert_close(pool_tokens(v, "avg"), v.mean(dim=(2, 3, 4)))  # every axis after the channels
+    # a class missing from test/ keeps the label train/ gives it
+    for split, classes in (("train", ("a", "b", "c")), ("test", ("a", "c"))):
+        for c in classes:
+            (tmp_path / split / c).mkdir(parents=True)
+            (tmp_path / split / c / "0.txt").write_text(c, encoding="utf-8")
+    test = pyred.datasets.load("text-folder", "test", root=tmp_path)
+    assert test.classes == ["a", "b", "c"] and sorted(zip(test.texts, test.targets.tolist())) == [("a", 0), ("c", 2)]
+    (tmp_path / "test" / "z").mkdir()
+    (tmp_path / "test" / "z" / "0.txt").write_text("z", encoding="utf-8")
+    with pytest.raises(ValueError, match="has classes \\['z'\\]"):
+        pyred.datasets.load("text-folder", "test", root=tmp_path)
+
+
+def test_module_models_in_a_study_are_told_apart_and_checked(tmp_path):
+    import dataclasses
+
+    from pyred.study import ModelSpec, identity, load_config
+    from pyred.study.errors import ConfigError
+    from pyred.study.validate import validate
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    cfg = load_config(None, out=str(tmp_path))
+    cfg = dataclasses.replace(cfg, models=(ModelSpec("module:net"),))
+    a = pyred.Backbone.from_module(net, layer="conv", name="net")
+    b = pyred.Backbone.from_module(net, layer="block", name="net")
+    assert identity(cfg, {"net": a}).id != identity(cfg, {"net": b}).id  # same weights, another layer
+    with pytest.raises(ConfigError, match="pool are the object's own"):
+        validate(dataclasses.replace(cfg, models=(ModelSpec("module:net", pool="cls"),)))
+    with pytest.raises(ConfigError, match="module: models bring their own transform"):
+        validate(dataclasses.replace(cfg, protocol="views"))
+
+
+def test_sizes_are_part_of_the_identity_and_checked(tmp_path):
+    import dataclasses
+
+    from pyred.study import identity, load_config
+    from pyred.study.errors import ConfigError
+    from pyred.study.methods import METHODS
+    from pyred.study.validate import validate
+
+    cfg = load_config(None, out=str(tmp_path))
+    four, eight = dataclasses.replace(cfg, sizes=(4,)), dataclasses.replace(cfg, sizes=(8,))
+    assert identity(four).id != identity(eight).id and identity(four).to_json()["sizes"] == [4]
+    with pytest.raises(ConfigError, match="give fractions or sizes"):
+        validate(dataclasses.replace(cfg, sizes=(4,), fractions=(0.1,)))
+    with pytest.raises(ValueError, match="sizes: \\[9\\] exceed the layer's 8 features"):
+        METHODS["random"].plans(dataclasses.replace(cfg, sizes=(2, 9), fractions=None), 8)
+    assert len(METHODS["random"].plans(dataclasses.replace(cfg, sizes=(2, 4), fractions=None), 8)[0].subsets) \
+        == 2 * 5 + 1
+
+
+def test_hf_paths_in_a_toml_are_relative_to_it(bert, tmp_path):
+    import shutil
+
+    from pyred.study.config import load_config
+
+    _, folder = bert
+    shutil.copytree(folder, tmp_path / "study" / "lm")
+    (tmp_path / "study" / "texts" / "train" / "a").mkdir(parents=True)
+    (tmp_path / "study" / "texts" / "test" / "a").mkdir(parents=True)
+    toml = tmp_path / "study" / "s.toml"
+    toml.write_text('models = [{ name = "hf:./lm", layers = "all" }]\n'
+                    'datasets = [{ name = "text-folder", root = "texts" }]\n')
+    cfg = load_config(str(toml), out=str(tmp_path / "o"))
+    assert cfg.models[0].name == "hf:" + str(tmp_path / "study" / "lm") and len(cfg.models) == 4

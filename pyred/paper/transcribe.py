@@ -3,7 +3,8 @@
 REPO is a checkout of the paper's code (github.com/nvedant07/diffused-redundancy, at ae5569f for the
 table shipped as ``reference_scripts.json``). Every ``scripts/*.sh`` is run by bash with ``python`` and
 ``srun`` replaced by recorders, so the loops, brace expansions and Slurm arrays (``#SBATCH -a``) expand
-exactly as bash expands them; nothing of the reference is executed. Each script becomes blocks: runs that
+exactly as bash expands them; no training runs. Any other command of a script would run (in a temporary
+folder), so transcribe only a checkout you trust. Each script becomes blocks: runs that
 share the model, checkpoint, config file, mode and schedule, as cross products of datasets x sizes x
 seeds x layers, with the full-layer runs (``--fraction 1``) listed apart.
 """

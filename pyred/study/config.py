@@ -90,7 +90,17 @@ def _anchored(raw: Any, folder: str) -> Any:
         if isinstance(raw.get(key), list):
             raw[key] = [{**e, **{f: at(e[f]) for f in fields if f in e}} if isinstance(e, dict) else e
                         for e in raw[key]]
+    if isinstance(raw.get("models"), list):  # hf:./folder and hf:../folder are relative to the file too
+        raw["models"] = [_anchor_hf(e, at) for e in raw["models"]]
     return raw
+
+
+def _anchor_hf(entry: Any, at: Any) -> Any:
+    name = entry.get("name") if isinstance(entry, dict) else entry
+    if not (isinstance(name, str) and name.startswith(("hf:./", "hf:../"))):
+        return entry
+    anchored = "hf:" + os.path.normpath(at(name[3:]))
+    return {**entry, "name": anchored} if isinstance(entry, dict) else anchored
 
 
 def parse(raw: dict[str, Any], source: str = "config") -> StudyConfig:
@@ -147,9 +157,12 @@ def _hidden_states(path: str, where: str) -> int:
         from ..hf import require_transformers
 
         transformers = require_transformers()
+        path = os.path.expanduser(path)
         cfg = transformers.AutoConfig.from_pretrained(path, local_files_only=os.path.isdir(path))
     except (ModuleNotFoundError, OSError, ValueError) as exc:
         raise ConfigError(f"{where}: cannot read the config of hf:{path} ({str(exc).splitlines()[0]})") from None
+    if not isinstance(getattr(cfg, "num_hidden_layers", None), int):
+        raise ConfigError(f"{where}.layers: hf:{path}'s config does not say how many layers it has; list them")
     return int(cfg.num_hidden_layers) + 1
 
 

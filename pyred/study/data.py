@@ -96,7 +96,10 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, di
     if cfg.protocol != "paper":
         train = splits["train"]
         ident = digest([os.path.basename(splits[s].path or "") for s in ("train", "val", "test")])
-        return LayerData(model.name, dataset.label, model.layer, train.X, train.y, val.X, val.y, test.X, test.y,
+        layer = model.layer  # a module: model's object reads its own layer unless the entry names another
+        if model.is_module and layer == "penultimate":
+            layer = str(getattr(made["backbone"], "layer", layer))
+        return LayerData(model.name, dataset.label, layer, train.X, train.y, val.X, val.y, test.X, test.y,
                          test.class_names, ident, dataset_name=dataset.name)
     return _streamed(cfg, model, dataset, made["backbone"], val, test, cast(int, size), norm)
 

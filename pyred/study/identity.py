@@ -142,6 +142,7 @@ class ConfigIdentity:
     amp: bool = False
     protocol: ProtocolIdentity | None = None
     paper: PaperIdentity | None = None
+    sizes: list[int] | None = None  # absolute subset sizes in place of the fractions
 
     def to_json(self) -> dict[str, Any]:
         """The canonical plain form (what is digested, and stored in the database)."""
@@ -159,6 +160,8 @@ class ConfigIdentity:
             out["protocol"] = self.protocol.to_json()
         if self.paper is not None:
             out["paper"] = self.paper.to_json()
+        if self.sizes is not None:
+            out["sizes"] = self.sizes
         return out
 
     @classmethod
@@ -176,7 +179,7 @@ class ConfigIdentity:
                                                        protocol.get("val_augment", "clean"),
                                                        protocol.get("stream_seeds", "shared"),
                                                        protocol.get("augment_on", "auto")),
-            None if not paper else PaperIdentity(paper["name"], paper["pairs"], paper["runs"]))
+            None if not paper else PaperIdentity(paper["name"], paper["pairs"], paper["runs"]), d.get("sizes"))
 
     @property
     def id(self) -> str:
@@ -255,14 +258,23 @@ def identity(cfg: StudyConfig, backbones: dict[str, Any] | None = None) -> Confi
         models, tuple(DatasetIdentity(d.name, d.identity_root) for d in cfg.datasets),
         next(iter(grids.values())) if one_grid else grids, sorted(set(cfg.seeds)), sorted(set(cfg.methods)),
         cfg.full_layer_seed, cfg.recipe, options,
-        CKAIdentity(cfg.cka_samples, cfg.cka_debiased) if cfg.cka else None, pairs or None, cfg.amp, protocol, paper)
+        CKAIdentity(cfg.cka_samples, cfg.cka_debiased) if cfg.cka else None, pairs or None, cfg.amp, protocol, paper,
+        sorted(set(cfg.sizes)) if cfg.sizes is not None and paper is None else None)
 
 
 def _given_digest(name: str, backbones: dict[str, Any] | None) -> str | None:
+    """A module: model's object by what makes its features: weights, own layer, pool and transform."""
     if not name.startswith("module:"):
         return None
     bb = (backbones or {}).get(name[len("module:"):])
-    return bb.weights_digest() if bb is not None and hasattr(bb, "weights_digest") else None
+    if bb is None:
+        return None
+    weights = bb.weights_digest() if hasattr(bb, "weights_digest") else "unknown"
+    try:
+        tid = bb.transform_id()
+    except (AttributeError, ValueError):  # no transform_id for a custom transform: extraction will say so
+        tid = "unidentified"
+    return digest([weights, getattr(bb, "layer", None), getattr(bb, "pool", None), tid], 64)
 
 
 def config_id(ident: ConfigIdentity) -> str:

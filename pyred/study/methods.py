@@ -46,8 +46,10 @@ def _grid(cfg: StudyConfig, d: int, with_full: bool) -> dict[str, list[float] | 
     """draw_subsets' grid argument: the absolute ``sizes`` when the config gives them, else its fractions;
     with the full layer when ``with_full``."""
     if cfg.sizes is not None:
-        sizes = sorted(set(cfg.sizes) | ({d} if with_full else set()))
-        return {"sizes": [min(k, d) for k in sizes]}
+        too_big = [k for k in cfg.sizes if k > d]
+        if too_big:
+            raise ValueError(f"sizes: {too_big} exceed the layer's {d} features")
+        return {"sizes": sorted(set(cfg.sizes) | ({d} if with_full else set()))}
     fracs = sorted(set(cast("tuple[float, ...]", cfg.fractions)))
     return {"fractions": _fractions_with_full(cfg) if with_full else fracs}
 

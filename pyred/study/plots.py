@@ -116,10 +116,11 @@ class Figures:
         if not series:
             return None
         fig, ax = self._axes()
-        for (model, dataset), gs in series.items():
-            ax.plot(range(len(gs)), [cast(DiffusedRedundancy, g.dr).get("nearest", 0.9) for g in gs], marker="o",
-                    label=f"{model} / {dataset}")
-        labels = [g.layer for g in next(iter(series.values()))]
+        labels = [layer for layer in order if any(g.layer == layer for gs in series.values() for g in gs)]
+        labels += sorted({g.layer for gs in series.values() for g in gs} - set(labels))
+        for (model, dataset), gs in series.items():  # each point at its layer's place in the configured order
+            ax.plot([labels.index(g.layer) for g in gs], [cast(DiffusedRedundancy, g.dr).get("nearest", 0.9)
+                                                          for g in gs], marker="o", label=f"{model} / {dataset}")
         ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
         ax.set(xlabel="layer", ylabel="DR(0.9)", title="Diffused redundancy across layers (nearest rule)")
         ax.legend(fontsize=7)

@@ -243,7 +243,7 @@ class StudyConfig:
     num_workers: int = setting(0, _integer(0))  # DataLoader workers decoding (and, on the CPU, augmenting) images
     report: bool = setting(True, _boolean)
     weights_dir: str | None = setting(None, _optional(_string))  # where a paper key's checkpoint file is looked up
-    data_dir: str | None = setting(None, _optional(_string))  # the root of every dataset given without one
+    data_dir: str | None = setting(None, _optional(_string))  # paper = ...: the folder holding its datasets
 
     def fractions_for(self, model: str) -> tuple[float, ...]:
         """The fraction grid for ``model``: the configured one, else the paper's for that model."""

@@ -44,9 +44,9 @@ def check_models(models: tuple[ModelSpec, ...]) -> None:
             _check_hf(m)
             continue
         if m.is_module:  # a backbone object given to run(); checked there
-            if m.weights is not None or m.pretrained is not True:
-                raise ConfigError(f"model: {m.name} is the backbone object given to run(backbones=...); weights and "
-                                  "pretrained do not apply")
+            if m.weights is not None or m.pretrained is not True or m.pool != "avg":
+                raise ConfigError(f"model: {m.name} is the backbone object given to run(backbones=...); weights, "
+                                  "pretrained and pool are the object's own")
             continue
         if m.pool in ("mean", "last"):
             raise ConfigError(f"model: pool {m.pool!r} pools tokens over an attention mask, which only hf: models "
@@ -200,6 +200,11 @@ def check_grid(cfg: StudyConfig) -> None:
 
     if cfg.fractions is not None and not cfg.fractions:
         raise ConfigError("fractions: the grid is empty")
+    if cfg.sizes is not None:
+        if not cfg.sizes:
+            raise ConfigError("sizes: the grid is empty")
+        if cfg.fractions is not None and cfg.paper is None:
+            raise ConfigError("sizes: give fractions or sizes (absolute subset sizes), not both")
     if not cfg.seeds:
         raise ConfigError("seeds: no seed given")
     if not cfg.methods:
@@ -219,6 +224,9 @@ def check_protocol(cfg: StudyConfig) -> None:
             if getattr(cfg, key) != default:
                 raise ConfigError(f"{key}: {getattr(cfg, key)!r} applies to protocol 'paper' (a stream of augmented "
                                   f"images), not {cfg.protocol!r}")
+    if (cfg.protocol != "features" or cfg.image_size is not None) and any(m.is_module for m in cfg.models):
+        raise ConfigError("protocol: module: models bring their own transform; they take protocol = \"features\" "
+                          "without image_size")
     if cfg.protocol != "features" and (any(m.is_hf for m in cfg.models)
                                        or any(d.name == "text-folder" for d in cfg.datasets)):
         raise ConfigError(f"protocol: {cfg.protocol!r} augments images; texts (hf: models, text-folder) take "
