@@ -69,7 +69,7 @@ class Backbone(nn.Module):
         submodule ``layer`` ("" for the module's own), read by a forward hook and pooled ("avg", "cls", "mean",
         "last", "flatten"; "mean" / "last" follow an ``attention_mask`` in dict inputs). ``transform`` turns a
         dataset item into the module's input (``transform_id`` names it for caching); ``name`` is its name in
-        cache keys and results. ``dim`` is set by ``measure(example_batch)`` or the first extraction."""
+        cache keys and results. ``dim`` is 0 until ``measure(example_batch)`` sets it."""
         from .module_backbone import ModuleBackbone
 
         return ModuleBackbone(module, layer=layer, pool=pool, transform=transform, transform_id=transform_id,
