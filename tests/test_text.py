@@ -232,7 +232,7 @@ def text_folder_root(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_study_of_every_layer_of_a_language_model(bert, tmp_path, capsys):
+def test_a_study_of_every_layer_of_a_language_model(bert, tmp_path, capsys, monkeypatch):
     """pyred run --model hf:PATH --dataset text-folder --data-root DIR --layers all: one pass per split for the 4
     hidden states, results and a DR-vs-depth table and plot per layer; the paper protocol is refused."""
     from pyred.study.cli import main
@@ -244,7 +244,18 @@ def test_a_study_of_every_layer_of_a_language_model(bert, tmp_path, capsys):
             "--fractions", "0.25,0.5", "--seeds", "1,2", "--epochs", "3", "--out", str(out), "--quiet"]
     assert main(args + ["--protocol", "paper"]) == 2
     assert "protocol: 'paper' augments images; texts" in capsys.readouterr().err
+    import pyred.features
+    import pyred.hf
+
+    loads, verified = [], []
+    init, load_complete = pyred.hf.HFBackbone.__init__, pyred.features._load_complete
+    monkeypatch.setattr(pyred.hf.HFBackbone, "__init__",
+                        lambda self, *a, **k: (loads.append(1), init(self, *a, **k))[1])
+    monkeypatch.setattr(pyred.features, "_load_complete", lambda f: (verified.append(f), load_complete(f))[1])
     assert main(args) == 0
+    # the model loaded once for its 4 layer entries; each layer's cache of each split looked up once before the
+    # one extraction and verified once after it is written -- not again for every layer entry
+    assert len(loads) == 1 and len(verified) == 2 * len(set(verified)) == 2 * 4 * 3
     import sqlite3
 
     with sqlite3.connect(out / "results.sqlite") as c:

@@ -52,10 +52,13 @@ class LayerData:
 
 
 def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, dist: Distributed, progress: bool,
-                    features_digest: str | None = None, given: Any = None) -> LayerData:
+                    features_digest: str | None = None, given: Any = None,
+                    reuse: dict[Any, Any] | None = None) -> LayerData:
     """The features of ``model`` on ``dataset``; under torch.distributed rank 0 extracts first
     and the other ranks then read its cache. ``features_digest``: the sha256 of ``model.features``;
-    ``given``: the backbone object of a ``module:`` model."""
+    ``given``: the backbone object of a ``module:`` model; ``reuse``: a run's memory of the last model's
+    backbone and of the layers one pass extracted, so that the model's other layer entries neither load the
+    network again nor re-verify every layer's cache."""
     if model.features:
         z = load_features_file(model.features)
         return LayerData(model.name, dataset.label, model.layer, z["X_train"], z["y_train"], z["X_val"], z["y_val"],
@@ -70,12 +73,20 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, di
     clean: dict[str, Any] = dict(transform="paper", image_size=size, normalization=norm) if size else {}
     made: dict[str, Any] = {}
 
+    memory = reuse if reuse is not None else {}
+    whole = dataclasses.replace(model, layer="")  # the network, whichever layer
+    if memory.get("model") != whole:  # another network: forget the last one
+        memory.clear()
+        memory["model"] = whole
+
     def extract() -> None:
         # A random-init network is drawn under seed 2 (the reference code's global seed), so every run of the
         # study -- a resumed one, another rank -- probes the same network.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_INIT_SEED)
-            bb = made["backbone"] = given if given is not None else _backbone(model)
+        if "backbone" not in memory:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_INIT_SEED)
+                memory["backbone"] = given if given is not None else _backbone(model)
+        bb = made["backbone"] = memory["backbone"]
         common: dict[str, Any] = dict(batch_size=cfg.batch_size, device=cfg.device, cache_dir=cache,
                                       progress=progress, num_workers=cfg.num_workers, amp=cfg.amp)
         layers = _sibling_layers(cfg, model, bb)
@@ -86,8 +97,11 @@ def load_layer_data(cfg: StudyConfig, model: ModelSpec, dataset: DatasetSpec, di
             if split == "train" and cfg.protocol == "views":  # V augmented views of every training image
                 kw = dict(augment="paper", views=cfg.views, seed=0, image_size=size, normalization=norm)
             images = datasets.load(dataset.name, split, root=dataset.root)
-            if layers:  # every layer of this model in the study from one pass (cached: the others then hit)
-                splits[split] = extract_features(bb, images, layers=layers, **common, **kw)[layers.index(model.layer)]
+            if layers:  # every layer of this model in the study from one pass, kept for its other entries
+                where = (dataset.label, split, tuple(layers), repr(sorted(kw.items())))
+                if where not in memory:
+                    memory[where] = extract_features(bb, images, layers=layers, **common, **kw)
+                splits[split] = memory[where][layers.index(model.layer)]
             else:
                 splits[split] = extract_features(bb, images, **common, **kw)
 

@@ -107,10 +107,11 @@ def _run_units(cfg: StudyConfig, cid: str, ident: ConfigIdentity, dist: Distribu
     units were skipped as finished. Rank 0 (``store``) records each pair's plan and commits each unit."""
     out = os.path.abspath(cfg.out)
     skipped = 0
+    reuse: dict[Any, Any] = {}  # the last network and its extracted layers, across its layer entries
     for pi, pair in enumerate(cfg.pairs()):
         mi, model, di, dataset, pcfg = pair.model_index, pair.model, pair.dataset_index, pair.dataset, pair.cfg
         given = (backbones or {}).get(model.name[len("module:"):]) if model.is_module else None
-        data = load_layer_data(pcfg, model, dataset, dist, shown, ident.models[mi].features_sha256, given)
+        data = load_layer_data(pcfg, model, dataset, dist, shown, ident.models[mi].features_sha256, given, reuse)
         views = ViewCache(data.X_train, data.dim, data.fit_features)
         units = plan_units(pcfg, cid, data, pair.method_tag)
         if store is not None:  # (model i, dataset j): names may repeat, places do not
