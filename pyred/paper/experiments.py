@@ -177,11 +177,13 @@ def _main(e: Experiment) -> bool:
 
 
 GROUPS: dict[str, tuple[str, Callable[[Experiment], bool]]] = {
-    "main": ("Figs. 2-3: every IN-1k backbone's penultimate layer on CIFAR10/100, Flowers, Pets", _main),
+    "main": ("Table 1: every IN-1k backbone's penultimate layer on CIFAR10/100, Flowers, Pets", _main),
     "robust": ("adversarially trained backbones (l2 eps=3, linf eps=4)", _robust),
     "vit": ("Vision Transformers (IN-1k and IN-21k AugReg)", lambda e: "vit" in e.name),
-    "width": ("Fig. 5: ResNet-50 width x1, x2, x4", lambda e: "width" in e.name or "wresnet50" in e.name),
-    "mrl": ("Matryoshka and fixed-feature ResNet-50s", lambda e: "mrl" in e.name or "-ff" in e.name),
+    "width": ("Fig. 5 (layer width): ResNet-50 width x1, x2, x4",
+              lambda e: "width" in e.name or "wresnet50" in e.name),
+    "mrl": ("Fig. 5's fixed-feature ResNet-50s; Matryoshka first-k against random-k (Fig. 7, appendix Fig. 9)",
+            lambda e: "mrl" in e.name or "-ff" in e.name),
     "pca": ("PCA, least-PCA and random projections against random subsets",
             lambda e: any(t in e.name for t in ("-pca", "randproj"))),
     "layerwise": ("diffused redundancy across ResNet-50's layers", lambda e: e.name.startswith("layerwise_")),
