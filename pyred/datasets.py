@@ -33,7 +33,7 @@ from PIL import Image
 
 from ._files import digest
 from .content import array_identity, files_identity, source_identity
-from .splits import split_train_val
+from .splits import split_folders, split_train_val
 
 Split = Literal["train", "val", "test", "trainval"]
 SPLITS: tuple[str, ...] = get_args(Split)
@@ -290,9 +290,7 @@ def _folder(split: str, root: str | None, download: bool) -> LabeledImages:
     if root is None:
         raise ValueError("folder: pass root= a directory with one subfolder per split (train/, test/, optionally "
                          "val/), each holding one subfolder of images per class")
-    has_val = os.path.isdir(os.path.join(root, "val"))
-    parts = {"test": ["test"], "train": ["train"], "val": ["val" if has_val else "train"],
-             "trainval": ["train", "val"] if has_val else ["train"]}[split]
+    parts, has_val = split_folders(root, split)
     for part in parts:
         if not os.path.isdir(os.path.join(root, part)):
             raise FileNotFoundError(f"folder: no {os.path.join(root, part)} (expected {root}/<split>/<class>/<image>)")

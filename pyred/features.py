@@ -34,7 +34,7 @@ import torch
 from . import _checks as check
 from ._files import atomic_path, digest, remove, sha256_file, write_json, write_npy
 from ._version import __version__
-from .module_backbone import batch_rows, to_device
+from .module_backbone import batch_rows, module_device, to_device
 from .progress import progress_bar
 from .transforms import SeededImages
 
@@ -134,8 +134,7 @@ def extract_features(backbone: Any, dataset: Any, *, batch_size: int | None = No
     image_size = check.integer(image_size, "image_size", min=1)
     data, tid = _images(backbone, dataset, transform, transform_id, augment, views, seed, image_size, normalization,
                         caching=cache_dir is not None)
-    first = next(backbone.parameters(), None)  # a module without parameters runs on the CPU unless told
-    dev = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
+    dev = torch.device(device) if device is not None else module_device(backbone)
     backbone = backbone.to(dev).eval()
     if batch_size is None:
         batch_size = 128 if dev.type == "cuda" else 16

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .module_backbone import ModuleBackbone, first_tensor, pool_tokens
+from .module_backbone import ModuleBackbone, pool_tokens
 
 PREFIX = "hf:"
 _HIDDEN = re.compile(r"^hidden_states\[(-?\d+)\]$")
@@ -149,30 +149,17 @@ class HFBackbone(ModuleBackbone):
             x = {"pixel_values": x.to(next(self.model.parameters()).device)}
         batch = self.tokenize(x) if not isinstance(x, dict) else x
         indices = [self.hidden_index(name) for name in layers]
-        modules = [name for name, k in zip(layers, indices) if k is None]
-        captured: dict[str, torch.Tensor] = {}
-        handles = [self.resolve(name).register_forward_hook(
-            lambda _m, _i, out, name=name: captured.setdefault(name, first_tensor(out))) for name in modules]
         last = self.num_hidden_states - 1
         # the last hidden state alone is the model's own output (where _probe saw them equal): no need to keep
         # every hidden state
         wanted = [k for k in indices if k is not None]
         every = bool(wanted) and (not self._last_is_output or any(k % self.num_hidden_states != last
                                                                    for k in wanted))
-        try:
-            out = self.model(**batch, output_hidden_states=every)
-        finally:
-            for h in handles:
-                h.remove()
-        missing = [n for n in modules if n not in captured]
-        if missing:
-            raise ValueError(f"layer: {missing} did not run in the forward pass")
+        modules = [name for name, k in zip(layers, indices) if k is None]
+        captured, out = self.capture(modules, lambda: self.model(**batch, output_hidden_states=every), stop=False)
         mask = batch.get("attention_mask")
         return [pool_tokens(captured[name] if k is None else out.hidden_states[k] if every else out.last_hidden_state,
                             self.pool, mask) for name, k in zip(layers, indices)]
-
-    def forward(self, x: Any) -> torch.Tensor:
-        return self.forward_layers(x, [self.layer])[0]
 
     def transform(self, paper: bool = False, **_: Any) -> Any:
         """None for texts (tokenised in the forward pass); the image processor for a vision model."""

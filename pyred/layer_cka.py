@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from . import _checks as check
-from .module_backbone import to_device
+from .module_backbone import module_device, to_device
 from .numerics import ratio
 from .sample_gram import centred, rbf_gram, unbiased_hsic
 
@@ -138,8 +138,7 @@ def layer_cka(backbone_a: Any, dataset: Any, *, layers_a: Sequence[str] | None =
         raise ValueError(f"dataset: layer CKA needs at least 4 samples, got {n}")
     # One network: one pass hooks the layers of both lists.
     nets = [(backbone_a, list(dict(mods_a + mods_b).items()))] if same else [(backbone_a, mods_a), (backbone_b, mods_b)]
-    first = next(backbone_a.parameters(), None)
-    dev = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
+    dev = torch.device(device) if device is not None else module_device(backbone_a)
     sums = _PairSums([m for m, _ in mods_a], [m for m, _ in mods_b], same, kernel, sigma)
     for feats_a, feats_b in _layer_outputs(nets, dataset, n, minibatch or batch_size, transform, pool, dev, progress):
         if minibatch is None:

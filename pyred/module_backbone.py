@@ -45,6 +45,12 @@ def batch_rows(batch: Any) -> int:
     return len(batch)
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module's parameters live (the CPU for a module without any)."""
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def first_tensor(output: Any) -> torch.Tensor:
     """The tensor a module returned: itself, the first of a tuple / list, or a ModelOutput's first field."""
     if isinstance(output, torch.Tensor):
@@ -139,24 +145,25 @@ class ModuleBackbone(nn.Module):
         """Runs the module on a batch (a dict is passed as keyword arguments)."""
         return self.model(**x) if isinstance(x, dict) else self.model(x)
 
-    def forward_layers(self, x: Any, layers: Sequence[str]) -> list[torch.Tensor]:
-        """The pooled outputs of several ``layers`` from one forward pass: [(B, d_l)]."""
-        targets = {name: self.resolve(name) for name in dict.fromkeys(layers)}
+    def capture(self, names: Sequence[str], run: Callable[[], Any], stop: bool) -> tuple[dict[str, torch.Tensor], Any]:
+        """({name: the output tensor of submodule ``name``}, what ``run()`` returned -- None when ``stop`` ends the
+        pass as soon as every named output is seen). Hooks are removed whatever happens; a submodule that did not
+        run is a ValueError."""
+        targets = {name: self.resolve(name) for name in dict.fromkeys(names)}
         captured: dict[str, torch.Tensor] = {}
-        handles = []
 
         def hook_for(name: str) -> Callable[..., None]:
             def hook(module: nn.Module, inputs: Any, output: Any) -> None:
                 captured.setdefault(name, first_tensor(output))
-                if len(captured) == len(targets):
+                if stop and len(captured) == len(targets):
                     raise _Stop
 
             return hook
 
-        for name, mod in targets.items():
-            handles.append(mod.register_forward_hook(hook_for(name)))
+        handles = [mod.register_forward_hook(hook_for(name)) for name, mod in targets.items()]
+        out = None
         try:
-            self.call(x)
+            out = run()
         except _Stop:
             pass
         finally:
@@ -165,6 +172,11 @@ class ModuleBackbone(nn.Module):
         missing = [n for n in targets if n not in captured]
         if missing:
             raise ValueError(f"layer: {missing} did not run in the forward pass")
+        return captured, out
+
+    def forward_layers(self, x: Any, layers: Sequence[str]) -> list[torch.Tensor]:
+        """The pooled outputs of several ``layers`` from one forward pass: [(B, d_l)]."""
+        captured, _ = self.capture(layers, lambda: self.call(x), stop=True)
         mask = self.inputs_mask(x)
         return [pool_tokens(captured[name], self.pool, mask) for name in layers]
 

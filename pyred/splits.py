@@ -6,6 +6,7 @@ One rule for every place that splits: the datasets' "train" / "val" splits,
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -29,3 +30,13 @@ def split_groups(groups: Any, fraction: float = 0.1, seed: int = 0) -> tuple[tor
     in_train[tr] = True
     rows = in_train[inverse]
     return torch.nonzero(rows).flatten(), torch.nonzero(~rows).flatten()
+
+
+def split_folders(root: str, split: str) -> tuple[list[str], bool]:
+    """(the folders under ``root`` that make ``split``, whether root/val exists) for datasets kept as
+    root/train, root/test and optionally root/val: "val" is root/val, else drawn from root/train (the
+    caller takes its fixed-seed 10 %); "trainval" is train and val together."""
+    has_val = os.path.isdir(os.path.join(root, "val"))
+    parts = {"test": ["test"], "train": ["train"], "val": ["val" if has_val else "train"],
+             "trainval": ["train", "val"] if has_val else ["train"]}[split]
+    return parts, has_val

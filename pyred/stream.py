@@ -20,6 +20,7 @@ import torch
 
 from . import _checks as check
 from . import device_augment
+from .module_backbone import module_device
 from .splits import split_train_val
 from .transforms import SeededImages, describe, eval_transform, normalization, train_transform
 
@@ -95,7 +96,7 @@ class FeatureStream:
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype: expected a floating torch dtype, got {dtype!r}")
         self.dtype = dtype
-        self.device = torch.device(device) if device is not None else _module_device(backbone)
+        self.device = torch.device(device) if device is not None else module_device(backbone)
         self.channels_last = self.device.type == "cuda" if channels_last is None else check.boolean(
             channels_last, "channels_last")
         self.augment, self._normalization = augment, normalization
@@ -311,6 +312,3 @@ def _normalization(backbone: Any, which: Any, augment: Any) -> tuple[tuple[float
     return normalization(backbone, which)
 
 
-def _module_device(module: torch.nn.Module) -> torch.device:
-    p = next(module.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")

@@ -65,14 +65,12 @@ class LabeledTexts(torch.utils.data.Dataset[tuple[str, int]]):
 
 def text_folder(split: str, root: str | None) -> LabeledTexts:
     """root/<split>/<class>/*.txt; without root/val, "val" is a fixed-seed 10 % of train (as "folder")."""
-    from .splits import split_train_val
+    from .splits import split_folders, split_train_val
 
     if root is None:
         raise ValueError("text-folder: pass root= a directory with train/ and test/ (optionally val/), each holding "
                          "one subfolder of .txt files per class")
-    has_val = os.path.isdir(os.path.join(root, "val"))
-    parts = {"test": ["test"], "train": ["train"], "val": ["val" if has_val else "train"],
-             "trainval": ["train", "val"] if has_val else ["train"]}[split]
+    parts, has_val = split_folders(root, split)
     texts: list[str] = []
     labels: list[int] = []
     # every split numbers the classes of root/train (a class missing from one split keeps its label)
